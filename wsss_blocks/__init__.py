@@ -1,0 +1,46 @@
+"""wsss-blocks: reusable building blocks for weakly supervised semantic segmentation.
+
+Each block takes tensors and returns tensors; import only what you need::
+
+    from wsss_blocks import CAMExtractor, EMATeacher, cam_to_cpl, raw_cam2seg_loss
+"""
+
+from ._checks import IGNORE_INDEX
+from .cam import CAMExtractor, CAMOutput, TimmFeatures, normalize_cam, pool_cam
+from .losses import classification_loss, raw_cam2seg_loss, seg2cam_loss
+from .metrics import MeanIoU, mask_absent_classes
+from .models import CoSANet, LargeFOV
+from .pseudo_labels import (
+    cam_confidence,
+    cam_to_cpl,
+    cam_to_cpl_dual,
+    perplexity,
+    raw_weights,
+    seg_to_spl,
+)
+from .teacher import EMATeacher
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IGNORE_INDEX",
+    "CAMExtractor",
+    "CAMOutput",
+    "TimmFeatures",
+    "normalize_cam",
+    "pool_cam",
+    "classification_loss",
+    "raw_cam2seg_loss",
+    "seg2cam_loss",
+    "MeanIoU",
+    "mask_absent_classes",
+    "CoSANet",
+    "LargeFOV",
+    "cam_confidence",
+    "cam_to_cpl",
+    "cam_to_cpl_dual",
+    "perplexity",
+    "raw_weights",
+    "seg_to_spl",
+    "EMATeacher",
+]

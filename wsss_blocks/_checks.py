@@ -1,0 +1,97 @@
+"""Input validation shared by every block.
+
+Each helper raises :class:`ValueError` whose message names the argument and shows
+what was received, so a user sees at once which tensor is wrong and how.
+Nothing here clamps or repairs input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+IGNORE_INDEX = 255
+"""Label value that marks pixels excluded from losses and metrics."""
+
+
+def check_tensor(name: str, value: object) -> torch.Tensor:
+    """Raise unless ``value`` is a tensor; return it."""
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def check_ndim(name: str, t: torch.Tensor, ndim: int, layout: str) -> None:
+    """Raise unless ``t`` has ``ndim`` dimensions; ``layout`` names them, e.g. "(B, C, h, w)"."""
+    check_tensor(name, t)
+    if t.dim() != ndim:
+        raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {tuple(t.shape)}")
+
+
+def check_float(name: str, t: torch.Tensor) -> None:
+    """Raise unless ``t`` has a floating dtype."""
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+
+
+def check_finite(name: str, t: torch.Tensor) -> None:
+    """Raise if ``t`` holds NaN or ±inf (this synchronises with the device)."""
+    if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be finite, but it contains NaN or inf")
+
+
+def check_range(name: str, t: torch.Tensor, low: float, high: float) -> None:
+    """Raise unless every value of ``t`` lies in ``[low, high]`` (and is finite)."""
+    check_finite(name, t)
+    if t.numel():
+        lo, hi = float(t.min()), float(t.max())
+        if lo < low or hi > high:
+            raise ValueError(
+                f"{name} must lie in [{low}, {high}], got values in [{lo:.4g}, {hi:.4g}]"
+            )
+
+
+def check_same_batch(names: Sequence[str], *tensors: torch.Tensor) -> None:
+    """Raise unless all tensors share their first (batch) dimension."""
+    sizes = [t.shape[0] for t in tensors]
+    if len(set(sizes)) > 1:
+        shapes = ", ".join(f"{n} {tuple(t.shape)}" for n, t in zip(names, tensors, strict=False))
+        raise ValueError(f"batch sizes differ: {shapes}")
+
+
+def check_labels(name: str, labels: torch.Tensor, num_classes: int) -> None:
+    """Raise unless ``labels`` is a (B, C) multi-hot tensor of 0/1 with C = ``num_classes``."""
+    check_ndim(name, labels, 2, "(B, C) multi-hot image labels")
+    if labels.shape[1] != num_classes:
+        raise ValueError(
+            f"{name} must have {num_classes} classes in dim 1, got shape {tuple(labels.shape)}"
+        )
+    if labels.numel() and not bool(((labels == 0) | (labels == 1)).all()):
+        raise ValueError(f"{name} must be multi-hot (only 0 and 1), got other values")
+
+
+def check_label_map(name: str, target: torch.Tensor, num_classes: int) -> None:
+    """Raise unless ``target`` is integer with values in [0, num_classes) or 255."""
+    if target.is_floating_point() or target.dtype == torch.bool:
+        raise ValueError(f"{name} must be an integer tensor, got dtype {target.dtype}")
+    if target.numel():
+        bad = (target < 0) | ((target >= num_classes) & (target != IGNORE_INDEX))
+        if bool(bad.any()):
+            v = int(target[bad][0])
+            raise ValueError(
+                f"{name} values must lie in [0, {num_classes - 1}] or be {IGNORE_INDEX}, got {v}"
+            )
+
+
+def check_positive(name: str, value: float) -> None:
+    """Raise unless ``value`` is a finite number > 0."""
+    if not (isinstance(value, (int, float)) and value > 0 and value < float("inf")):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def check_open_unit(name: str, value: float | torch.Tensor) -> None:
+    """Raise unless ``value`` (a number or a 0-d tensor) lies strictly inside (0, 1)."""
+    v = float(value) if isinstance(value, torch.Tensor) else value
+    if not (isinstance(v, (int, float)) and 0.0 < v < 1.0):
+        raise ValueError(f"{name} must lie in (0, 1), got {v!r}")

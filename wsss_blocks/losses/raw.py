@@ -1,0 +1,62 @@
+"""RAW-weighted CAM2Seg loss: segmentation trained on CAM pseudo-labels (CoSA Eq. 5)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .._checks import IGNORE_INDEX, check_finite, check_float, check_label_map, check_ndim
+
+
+def raw_cam2seg_loss(
+    seg_logits: torch.Tensor, cpl: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Reliability-weighted cross-entropy of segmentation logits against the CPL.
+
+    .. math:: \\mathcal L_{c2s} = \\frac{1}{|R|}\\sum_{(x,y) \\in R} w_{x,y}\\,
+              \\mathrm{CE}(S_{x,y}, \\hat Y^{CPL}_{x,y})
+
+    R is the set of pixels whose CPL is not 255. ``weights`` are the RAW weights
+    (:func:`wsss_blocks.raw_weights`; detached here in any case); without them this is
+    the plain CAM2Seg cross-entropy. If no pixel is valid the loss is 0 (with a zero
+    gradient), never NaN.
+
+    Args:
+        seg_logits: S, (B, C+1, H, W) float logits from the ON, channel 0 background.
+        cpl: (B, H, W) int64 labels in [0, C] or 255 (ignore).
+        weights: optional (B, H, W) float weights ≥ 0, finite.
+    Returns:
+        0-d loss ≥ 0.
+    Raises:
+        ValueError: on wrong ranks, mismatched shapes, labels out of range, non-finite
+            logits or weights, or negative weights.
+    Example:
+        >>> s = torch.zeros(1, 2, 1, 2)
+        >>> round(float(raw_cam2seg_loss(s, torch.tensor([[[0, 255]]]))), 4)
+        0.6931
+
+    Reference:
+        Yang et al., CoSA, ECCV 2024, Eq. (5) (reliability read as 1/P, see
+        :func:`wsss_blocks.raw_weights`).
+    """
+    check_ndim("seg_logits", seg_logits, 4, "(B, C+1, H, W)")
+    check_float("seg_logits", seg_logits)
+    check_finite("seg_logits", seg_logits)
+    check_ndim("cpl", cpl, 3, "(B, H, W)")
+    expected = (seg_logits.shape[0], *seg_logits.shape[2:])
+    if tuple(cpl.shape) != expected:
+        raise ValueError(f"cpl must have shape {expected}, got {tuple(cpl.shape)}")
+    check_label_map("cpl", cpl, seg_logits.shape[1])
+    ce = F.cross_entropy(seg_logits, cpl, ignore_index=IGNORE_INDEX, reduction="none")
+    valid = cpl != IGNORE_INDEX
+    if weights is not None:
+        if tuple(weights.shape) != tuple(cpl.shape):
+            raise ValueError(
+                f"weights must have shape {tuple(cpl.shape)}, got {tuple(weights.shape)}"
+            )
+        check_float("weights", weights)
+        check_finite("weights", weights)
+        if weights.numel() and float(weights.min()) < 0:
+            raise ValueError("weights must be >= 0, got a negative value")
+        ce = ce * weights.detach().to(ce.dtype)
+    return (ce * valid).sum() / valid.sum().clamp_min(1)

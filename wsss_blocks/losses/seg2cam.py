@@ -1,0 +1,49 @@
+"""Seg2CAM loss: CAMs trained on segmentation pseudo-labels (CoSA Eq. 8)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .._checks import check_finite, check_float, check_ndim, check_range
+
+
+def seg2cam_loss(cam_logits: torch.Tensor, spl: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy between raw CAM logits and the SPL of each foreground class.
+
+    .. math:: \\mathcal L_{s2c} = \\frac{1}{C\\,h\\,w}\\sum_{c=1}^{C}\\sum_{x,y}
+              \\mathrm{BCE}(\\sigma(M^c_{x,y}), \\hat Y^{SPL,c}_{x,y})
+
+    The logit is the raw 1×1-classifier CAM (before ReLU/normalisation), so the
+    gradient reaches both the feature map F and the classifier weights (the paper's
+    ablation finds guiding F matters most). The SPL is a target and is detached.
+
+    Args:
+        cam_logits: M, (B, C, h, w) float raw CAM of the ON, C foreground classes.
+        spl: (B, C+1, h, w) float in [0, 1] from :func:`wsss_blocks.seg_to_spl`
+            (channel 0 = background, not used here).
+    Returns:
+        0-d loss ≥ 0 (mean over batch, classes and pixels).
+    Raises:
+        ValueError: on wrong ranks, mismatched shapes, non-finite logits, or SPL values
+            outside [0, 1].
+    Example:
+        >>> cam = torch.zeros(1, 1, 1, 1)
+        >>> spl = torch.tensor([[[[0.0]], [[1.0]]]])
+        >>> round(float(seg2cam_loss(cam, spl)), 4)
+        0.6931
+
+    Reference:
+        Yang et al., CoSA, ECCV 2024, Eq. (8).
+    """
+    check_ndim("cam_logits", cam_logits, 4, "(B, C, h, w)")
+    check_float("cam_logits", cam_logits)
+    check_finite("cam_logits", cam_logits)
+    check_ndim("spl", spl, 4, "(B, C+1, h, w)")
+    b, c, h, w = cam_logits.shape
+    if tuple(spl.shape) != (b, c + 1, h, w):
+        raise ValueError(f"spl must have shape {(b, c + 1, h, w)}, got {tuple(spl.shape)}")
+    check_float("spl", spl)
+    check_range("spl", spl, 0.0, 1.0)
+    target = spl[:, 1:].detach().to(cam_logits.dtype)
+    return F.binary_cross_entropy_with_logits(cam_logits, target)
