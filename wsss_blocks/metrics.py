@@ -26,6 +26,7 @@ class MeanIoU:
         >>> m.update(torch.tensor([[0, 1, 1]]), torch.tensor([[0, 1, 0]]))
         >>> m.compute()["miou"]
         0.5
+
     Reference:
         Everingham et al., PASCAL VOC, IJCV 2010; design/data.md "Evaluation conventions".
     """
