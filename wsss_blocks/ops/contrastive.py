@@ -1,0 +1,135 @@
+"""Python face of the fused CSC operator: registration, dispatch and the kernel call.
+
+The C++/CUDA schemas (csrc/contrastive.cpp) are
+
+- ``wsss_blocks::csc_forward(Tensor x, Tensor labels, float tau) -> (loss, nu, g, count)``
+- ``wsss_blocks::csc_backward(Tensor grad, Tensor x, Tensor labels, Tensor nu, Tensor g,
+  Tensor count, float tau) -> Tensor``
+
+where ``x`` holds L2-normalised rows; ``nu`` (ν, log-sum-exp over negatives), ``g`` (mean
+sigmoid over positives) and ``count`` (positives per anchor) are the O(N) statistics the
+recomputing backward needs. This module adds the fake (meta) kernels and the autograd
+formula, so the op works under autograd, ``torch.compile`` and ``torch.library.opcheck``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from wsss_blocks.ops._extension import extension_error, load_extension
+from wsss_blocks.ops.reference import accumulation_dtype, normalize_rows
+
+MAX_KERNEL_DIM = 1024
+"""Largest feature dimension D the compiled kernels accept."""
+
+_REGISTERED = {"done": False}
+
+
+def register_python_side() -> None:
+    """Register fake kernels and autograd for the compiled ops (idempotent)."""
+    if _REGISTERED["done"]:
+        return
+    _REGISTERED["done"] = True
+
+    @torch.library.register_fake("wsss_blocks::csc_forward")
+    def _forward_fake(x, labels, tau):
+        n = x.shape[0]
+        acc = accumulation_dtype(x.dtype)
+        stat = x.new_empty((n,), dtype=acc)
+        return x.new_empty(()), stat, torch.empty_like(stat), torch.empty_like(stat)
+
+    @torch.library.register_fake("wsss_blocks::csc_backward")
+    def _backward_fake(grad, x, labels, nu, g, count, tau):
+        return torch.empty_like(x)
+
+    def setup_context(ctx, inputs, output):
+        x, labels, tau = inputs
+        _, nu, g, count = output
+        ctx.save_for_backward(x, labels, nu, g, count)
+        ctx.tau = tau
+
+    def backward(ctx, grad_loss, _grad_nu, _grad_g, _grad_count):
+        x, labels, nu, g, count = ctx.saved_tensors
+        grad_x = torch.ops.wsss_blocks.csc_backward(grad_loss, x, labels, nu, g, count, ctx.tau)
+        return grad_x, None, None
+
+    torch.library.register_autograd(
+        "wsss_blocks::csc_forward", backward, setup_context=setup_context
+    )
+
+
+def _has_kernel(device_type: str) -> bool:
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
+    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
+        "wsss_blocks::csc_forward", key
+    )
+
+
+def csc_implementation(device: str | torch.device = "cpu") -> str:
+    """Which CSC implementation ``impl="auto"`` uses on ``device``.
+
+    Loads the extension on first use (one warning if it is missing).
+
+    Args:
+        device: a device or its name, e.g. ``"cpu"`` or ``"cuda:0"``.
+    Returns:
+        ``"kernel-cpu"``, ``"kernel-cuda"`` or ``"reference"``.
+    Example:
+        >>> csc_implementation("cpu") in ("kernel-cpu", "reference")
+        True
+    """
+    device_type = torch.device(device).type
+    if load_extension() is not None and _has_kernel(device_type):
+        return f"kernel-{device_type}"
+    return "reference"
+
+
+def resolve_csc_impl(impl: str, features: torch.Tensor) -> str:
+    """Map ``impl`` ("auto" | "kernel" | "reference") to "kernel" or "reference".
+
+    Raises:
+        ValueError: unknown ``impl``, or ``impl="kernel"`` with D > :data:`MAX_KERNEL_DIM`.
+        RuntimeError: ``impl="kernel"`` but no compiled kernel exists for the device.
+    """
+    if impl not in ("auto", "kernel", "reference"):
+        raise ValueError(f"impl must be 'auto', 'kernel' or 'reference', got {impl!r}")
+    if impl == "reference":
+        return "reference"
+    dim_ok = features.shape[1] <= MAX_KERNEL_DIM
+    available = csc_implementation(features.device) != "reference"
+    if impl == "auto":
+        return "kernel" if (available and dim_ok) else "reference"
+    if not dim_ok:
+        raise ValueError(
+            f"impl='kernel' supports D <= {MAX_KERNEL_DIM}, got features of shape "
+            f"{tuple(features.shape)}; use impl='reference' or 'auto'"
+        )
+    if not available:
+        why = extension_error() or "the extension has no kernel for this device"
+        raise RuntimeError(
+            f"impl='kernel' requested for {features.device.type} tensors but the compiled "
+            f"CSC operator is unavailable ({why}). Build it with "
+            "`pip install --no-build-isolation -e .` (FORCE_CUDA=1 for CUDA)."
+        )
+    return "kernel"
+
+
+def contrastive_separation_loss_kernel(
+    features: torch.Tensor, labels: torch.Tensor, tau: float
+) -> torch.Tensor:
+    """CSC loss through the fused operator (inputs assumed validated, extension loaded).
+
+    Normalises rows in PyTorch (:func:`normalize_rows`, in float32/float64), sorts anchors by
+    label so both kernel passes skip whole tiles, and calls ``wsss_blocks::csc_forward``.
+
+    Args:
+        features: (N, D) float features, N ≥ 1, 1 ≤ D ≤ 1024.
+        labels: (N,) int64 labels on the same device.
+        tau: temperature τ > 0.
+    Returns:
+        0-d loss in ``features.dtype``.
+    """
+    x = normalize_rows(features)
+    order = torch.argsort(labels, stable=True)
+    loss, _, _, _ = torch.ops.wsss_blocks.csc_forward(x[order], labels[order], float(tau))
+    return loss.to(features.dtype)
