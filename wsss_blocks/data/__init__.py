@@ -1,0 +1,39 @@
+"""Data: the bundled MF-Seg data set, Fashion-MNIST reader, weak/strong views, VOC loader."""
+
+from .fashion_mnist import (
+    DEFAULT_FASHION_MNIST_DIR,
+    FASHION_MNIST_CLASSES,
+    load_fashion_mnist,
+    read_idx,
+)
+from .mfseg import (
+    GENERATOR_VERSION,
+    MFSEG_LARGE,
+    PREFERRED_TEXTURE,
+    MFSeg,
+    generate_mfseg,
+    mfseg_cache_dir,
+    mfseg_cache_key,
+)
+from .textures import TEXTURE_NAMES, load_texture
+from .views import RANDAUG_OPS, EvalView, WeakStrongViews, apply_randaug_op
+
+__all__ = [
+    "DEFAULT_FASHION_MNIST_DIR",
+    "FASHION_MNIST_CLASSES",
+    "GENERATOR_VERSION",
+    "MFSEG_LARGE",
+    "PREFERRED_TEXTURE",
+    "RANDAUG_OPS",
+    "TEXTURE_NAMES",
+    "EvalView",
+    "MFSeg",
+    "WeakStrongViews",
+    "apply_randaug_op",
+    "generate_mfseg",
+    "load_fashion_mnist",
+    "load_texture",
+    "mfseg_cache_dir",
+    "mfseg_cache_key",
+    "read_idx",
+]

@@ -1,0 +1,293 @@
+"""Weak and strong views of the same crop, batched (CoSA, Yang et al., ECCV 2024, Sec. 3.1).
+
+The assignment network (teacher) sees the weak view T_w(x), the online network
+(student) the strong view T_s(x). Both share one geometry (scale, flip, crop), so a
+pseudo-label made on the weak view lines up pixel for pixel with the strong view; only
+photometric operations differ.
+
+Geometry for a whole batch is one ``torch.nn.functional.grid_sample`` call with a
+per-sample scale/flip/offset grid; the photometric ops come from
+``torchvision.transforms.v2.functional``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+
+from .._checks import IGNORE_INDEX, check_ndim, check_range, check_same_batch
+
+RANDAUG_OPS: tuple[str, ...] = (
+    "identity",
+    "autocontrast",
+    "equalize",
+    "solarize",
+    "color",
+    "contrast",
+    "brightness",
+    "sharpness",
+    "posterize",
+)
+"""The photometric RandAugment-style ops of the strong view (one is drawn per sample)."""
+
+
+def _to_float_images(images: torch.Tensor) -> torch.Tensor:
+    check_ndim("images", images, 4, "(B, 3, H, W)")
+    if images.shape[1] != 3:
+        raise ValueError(f"images must have 3 (RGB) channels, got shape {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        return images.float().div_(255.0)
+    if not images.is_floating_point():
+        raise ValueError(f"images must be uint8 or floating point, got dtype {images.dtype}")
+    check_range("images", images, 0.0, 1.0)
+    return images.float()
+
+
+def _check_masks(masks: torch.Tensor, images: torch.Tensor) -> None:
+    check_ndim("masks", masks, 3, "(B, H, W)")
+    if masks.is_floating_point() or masks.dtype == torch.bool:
+        raise ValueError(f"masks must be an integer tensor, got dtype {masks.dtype}")
+    check_same_batch(("images", "masks"), images, masks)
+    if masks.shape[1:] != images.shape[2:]:
+        raise ValueError(
+            f"masks (B, H, W) must match images (B, 3, H, W) in H, W, got masks "
+            f"{tuple(masks.shape)} and images {tuple(images.shape)}"
+        )
+
+
+def apply_randaug_op(
+    image: torch.Tensor, op: str, magnitude: int, sign: float = 1.0
+) -> torch.Tensor:
+    """Apply one RandAugment-style photometric op to a single image.
+
+    Magnitude m in [1, 9] maps to a strength f = m / 10: solarize threshold 1 − f;
+    color / contrast / brightness / sharpness factor 1 + sign · 0.9 f; posterize to
+    8 − round(4 f) bits (as torchvision's RandAugment ranges).
+
+    Args:
+        image: (3, H, W) or (B, 3, H, W) float in [0, 1].
+        op: one of :data:`RANDAUG_OPS`.
+        magnitude: integer in [1, 9].
+        sign: +1 or −1, the direction of the enhancement factors.
+    Returns:
+        The image, same shape, float in [0, 1].
+    Raises:
+        ValueError: if ``op`` or ``magnitude`` is unknown / out of range.
+
+    Example:
+        >>> x = torch.full((3, 4, 4), 0.8)
+        >>> round(apply_randaug_op(x, "solarize", 5)[0, 0, 0].item(), 4)  # 0.8 >= 0.5: inverted
+        0.2
+    """
+    if not (isinstance(magnitude, int) and 1 <= magnitude <= 9):
+        raise ValueError(f"magnitude must be an integer in [1, 9], got {magnitude!r}")
+    f = magnitude / 10.0
+    factor = 1.0 + sign * 0.9 * f
+    if op == "identity":
+        return image
+    if op == "autocontrast":
+        return TF.autocontrast(image)
+    if op == "equalize":
+        return TF.equalize(image)
+    if op == "solarize":
+        return TF.solarize(image, 1.0 - f)
+    if op == "color":
+        return TF.adjust_saturation(image, factor)
+    if op == "contrast":
+        return TF.adjust_contrast(image, factor)
+    if op == "brightness":
+        return TF.adjust_brightness(image, factor)
+    if op == "sharpness":
+        return TF.adjust_sharpness(image, factor)
+    if op == "posterize":
+        return TF.posterize(image, 8 - round(4 * f))
+    raise ValueError(f"op must be one of {RANDAUG_OPS}, got {op!r}")
+
+
+class WeakStrongViews:
+    """Batched weak / strong views with shared geometry, for teacher–student training.
+
+    Weak view T_w: random scale s ~ U(scale), horizontal flip with ``flip_p``, a random
+    ``crop_size`` crop at an integer offset of the scaled image (padded where the
+    scaled image is smaller: image ``fill``, mask 255), then Gaussian blur with
+    probability ``blur_p`` (σ ~ U(blur_sigma)). Strong view T_s: T_w followed by one op
+    of ``ops`` with magnitude ~ U{magnitude}. All random per sample.
+
+    Args:
+        crop_size: output side (int) or (height, width).
+        scale: (low, high) range of the random rescale factor, default (0.5, 2.0).
+        flip_p: probability of a horizontal flip.
+        blur_p: probability of blurring (both views; it is part of the weak view).
+        blur_sigma: (low, high) range of the blur σ in pixels.
+        ops: subset of :data:`RANDAUG_OPS` to draw from for the strong view.
+        magnitude: (low, high) integer range in [1, 9] of the op magnitude.
+        fill: image value in padded pixels, in [0, 1].
+        generator: optional ``torch.Generator`` for reproducible draws.
+
+    Call:
+        ``views(images, masks=None, return_valid=False)`` with images (B, 3, H, W)
+        uint8 or float in [0, 1] and masks (B, H, W) integer (labels, 255 = ignore).
+        Returns ``(x_weak, x_strong, mask_crop)``: two (B, 3, h_c, w_c) float32 in
+        [0, 1] and (B, h_c, w_c) int64 with 255 on padding (None if ``masks`` is None);
+        with ``return_valid=True`` a fourth (B, h_c, w_c) bool tensor, True where the
+        crop shows image rather than padding.
+
+    Raises:
+        ValueError: on bad arguments or inputs (names the argument and the value).
+
+    Example:
+        >>> views = WeakStrongViews(32, generator=torch.Generator().manual_seed(0))
+        >>> xw, xs, m = views(torch.rand(2, 3, 48, 48), torch.zeros(2, 48, 48, dtype=torch.long))
+        >>> tuple(xw.shape), tuple(xs.shape), tuple(m.shape), m.dtype
+        ((2, 3, 32, 32), (2, 3, 32, 32), (2, 32, 32), torch.int64)
+    """
+
+    def __init__(
+        self,
+        crop_size: int | tuple[int, int],
+        scale: tuple[float, float] = (0.5, 2.0),
+        flip_p: float = 0.5,
+        blur_p: float = 0.5,
+        blur_sigma: tuple[float, float] = (0.1, 2.0),
+        ops: Sequence[str] = RANDAUG_OPS,
+        magnitude: tuple[int, int] = (1, 9),
+        fill: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+        if len(crop) != 2 or not all(isinstance(c, int) and c >= 1 for c in crop):
+            raise ValueError(f"crop_size must be an int >= 1 or a pair of them, got {crop_size!r}")
+        if not (len(scale) == 2 and 0.0 < scale[0] <= scale[1] < math.inf):
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
+        for name, p in (("flip_p", flip_p), ("blur_p", blur_p), ("fill", fill)):
+            if not (0.0 <= p <= 1.0):
+                raise ValueError(f"{name} must lie in [0, 1], got {p!r}")
+        if not (len(blur_sigma) == 2 and 0.0 < blur_sigma[0] <= blur_sigma[1] < math.inf):
+            raise ValueError(
+                f"blur_sigma must be (low, high) with 0 < low <= high, got {blur_sigma!r}"
+            )
+        ops = tuple(ops)
+        if not ops or any(op not in RANDAUG_OPS for op in ops):
+            raise ValueError(f"ops must be a non-empty subset of {RANDAUG_OPS}, got {ops!r}")
+        if not (len(magnitude) == 2 and 1 <= magnitude[0] <= magnitude[1] <= 9):
+            raise ValueError(
+                f"magnitude must be (low, high) with 1 <= low <= high <= 9, got {magnitude!r}"
+            )
+        self.crop_size = crop
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.flip_p, self.blur_p, self.fill = flip_p, blur_p, fill
+        self.blur_sigma = blur_sigma
+        self.ops = ops
+        self.magnitude = (int(magnitude[0]), int(magnitude[1]))
+        self.generator = generator
+
+    def _rand(self, *shape: int) -> torch.Tensor:
+        return torch.rand(shape, generator=self.generator)
+
+    def _sample_grid(self, b: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """grid_sample grid (B, hc, wc, 2) and validity (B, hc, wc) for random geometry."""
+        hc, wc = self.crop_size
+        lo, hi = self.scale
+        s = lo + (hi - lo) * self._rand(b)
+        flip = self._rand(b) < self.flip_p
+
+        def axis(size: int, out: int) -> tuple[torch.Tensor, torch.Tensor]:
+            # Integer crop offset in the scaled image; negative / overshooting = padding.
+            span = size * s - out
+            zero = torch.zeros(b)
+            low, high = torch.minimum(span, zero).ceil(), torch.maximum(span, zero).floor()
+            off = low + torch.floor((high - low + 1.0) * self._rand(b)).clamp_(max=high - low)
+            pos = torch.arange(out, dtype=torch.float32)[None, :] + off[:, None]
+            src = (pos + 0.5) / s[:, None] - 0.5  # pixel centre in original coordinates
+            valid = (src >= -0.5) & (src < size - 0.5)
+            return (2.0 * src + 1.0) / size - 1.0, valid  # align_corners=False convention
+
+        gy, vy = axis(h, hc)
+        gx, vx = axis(w, wc)
+        gx = torch.where(flip[:, None], -gx, gx)
+        grid = torch.stack(
+            (gx[:, None, :].expand(b, hc, wc), gy[:, :, None].expand(b, hc, wc)), dim=-1
+        )
+        return grid, vy[:, :, None] & vx[:, None, :]
+
+    def _blur(self, x: torch.Tensor) -> torch.Tensor:
+        do = (self._rand(x.shape[0]) < self.blur_p).tolist()
+        lo, hi = self.blur_sigma
+        sigmas = (lo + (hi - lo) * self._rand(x.shape[0])).tolist()
+        out = x.clone()
+        for i in (i for i, d in enumerate(do) if d):
+            k = 2 * math.ceil(2.5 * sigmas[i]) + 1
+            out[i] = TF.gaussian_blur(x[i], [k, k], [sigmas[i], sigmas[i]])
+        return out
+
+    def _photometric(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        op_idx = torch.randint(len(self.ops), (b,), generator=self.generator).tolist()
+        mags = torch.randint(
+            self.magnitude[0], self.magnitude[1] + 1, (b,), generator=self.generator
+        )
+        signs = torch.where(self._rand(b) < 0.5, -1.0, 1.0).tolist()
+        out = x.clone()
+        for i in range(b):
+            op = self.ops[op_idx[i]]
+            if op != "identity":
+                out[i] = apply_randaug_op(x[i], op, int(mags[i]), signs[i])
+        return out
+
+    def __call__(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor | None = None,
+        return_valid: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
+        x = _to_float_images(images)
+        if masks is not None:
+            _check_masks(masks, images)
+        b, _, h, w = x.shape
+        grid, valid = self._sample_grid(b, h, w)
+        # Border padding then an explicit fill keeps image and mask padding identical.
+        xw = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        xw = torch.where(valid[:, None], xw, torch.full_like(xw, self.fill)).clamp_(0.0, 1.0)
+        xw = self._blur(xw)
+        xs = self._photometric(xw)
+        mask_out = None
+        if masks is not None:
+            m = F.grid_sample(
+                masks[:, None].float(), grid, mode="nearest", padding_mode="border",
+                align_corners=False,
+            )[:, 0].long()  # fmt: skip
+            mask_out = torch.where(valid, m, torch.full_like(m, IGNORE_INDEX))
+        if return_valid:
+            return xw, xs, mask_out, valid
+        return xw, xs, mask_out
+
+
+class EvalView:
+    """The evaluation path: no augmentation, only dtype conversion and checks.
+
+    Call ``view(images, masks=None)`` with images (B, 3, H, W) uint8 or float in
+    [0, 1], masks (B, H, W) integer; returns ``(images, masks)`` as float32 in [0, 1]
+    and int64 (masks None if not given).
+
+    Raises:
+        ValueError: on inputs of the wrong shape or dtype.
+
+    Example:
+        >>> x, m = EvalView()(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), torch.zeros(1, 8, 8))
+        Traceback (most recent call last):
+        ...
+        ValueError: masks must be an integer tensor, got dtype torch.float32
+    """
+
+    def __call__(
+        self, images: torch.Tensor, masks: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = _to_float_images(images)
+        if masks is None:
+            return x, None
+        _check_masks(masks, images)
+        return x, masks.long()
