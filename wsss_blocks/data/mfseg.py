@@ -15,6 +15,7 @@ then tend to spread onto its texture, which contrastive separation (CSC) targets
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
-from .textures import TEXTURE_NAMES, load_texture
+from .textures import TEXTURE_NAMES, _load_cached
 
 GENERATOR_VERSION = 1
 """Bumped whenever the generator's output changes; part of the cache key."""
@@ -96,19 +97,32 @@ def _resize(batch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out.contiguous().numpy()
 
 
-def _texture_pyramid(size: int, contrast: float) -> list[list[np.ndarray]]:
-    """For each texture, float32 (h, w, 3) copies at the zoom levels, contrast applied."""
-    pyramid = []
+@functools.lru_cache(maxsize=4)
+def _texture_levels(size: int) -> tuple[tuple[np.ndarray, ...], ...]:
+    """For each texture, read-only float32 (h, w, 3) resizes at the zoom levels.
+
+    Cached: decoding and resizing the photos costs about a second.
+    """
+    out = []
     for name in TEXTURE_NAMES:
-        tex = load_texture(name)
-        mean = tex.reshape(-1, 3).mean(0)
-        tex = mean + contrast * (tex - mean)  # contrast 0 = flat mean colour
+        tex = _load_cached(name)
         levels = []
         for zoom in _TEXTURE_ZOOMS:
             f = zoom * size / min(tex.shape[:2])
             hw = (max(size, round(tex.shape[0] * f)), max(size, round(tex.shape[1] * f)))
-            levels.append(_resize(tex[None], hw)[0].clip(0.0, 1.0))
-        pyramid.append(levels)
+            level = _resize(tex[None].copy(), hw)[0]
+            level.flags.writeable = False
+            levels.append(level)
+        out.append(tuple(levels))
+    return tuple(out)
+
+
+def _texture_pyramid(size: int, contrast: float) -> list[list[np.ndarray]]:
+    """Texture levels with contrast applied: mean + contrast · (texture − mean), clipped."""
+    pyramid = []
+    for name, levels in zip(TEXTURE_NAMES, _texture_levels(size), strict=True):
+        mean = _load_cached(name).reshape(-1, 3).mean(0)  # contrast 0 = flat mean colour
+        pyramid.append([(mean + contrast * (lv - mean)).clip(0.0, 1.0) for lv in levels])
     return pyramid
 
 

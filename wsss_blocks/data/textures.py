@@ -6,6 +6,8 @@ pattern; the tint is part of the texture, not random.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 TEXTURE_NAMES: tuple[str, ...] = (
@@ -48,9 +50,17 @@ def load_texture(name: str) -> np.ndarray:
     """
     if name not in TEXTURE_NAMES:
         raise ValueError(f"name must be one of {TEXTURE_NAMES}, got {name!r}")
+    return _load_cached(name).copy()
+
+
+@functools.cache
+def _load_cached(name: str) -> np.ndarray:
+    """Decoded texture, read-only (decoding all ten photos takes about a second)."""
     import skimage.data
 
     img = np.asarray(getattr(skimage.data, name)(), dtype=np.float32) / 255.0
     if img.ndim == 2:
         img = img[..., None] * np.asarray(_GRAY_TINTS.get(name, (1.0, 1.0, 1.0)), np.float32)
-    return np.ascontiguousarray(img[..., :3])
+    img = np.ascontiguousarray(img[..., :3])
+    img.flags.writeable = False
+    return img
