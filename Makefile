@@ -1,0 +1,28 @@
+# Two commands do all set-up on a fresh machine:
+#   make cosa   install everything, then train CoSA on the bundled MF-Seg data
+#   make test   install everything, then run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install cosa baseline supervised auxsegnet test bench lint
+
+install:
+	bash scripts/install.sh
+
+cosa: install
+	$(PY) examples/cosa/train.py --config examples/cosa/configs/default.yaml
+
+baseline: install
+	$(PY) examples/cosa/train.py --config examples/cosa/configs/baseline.yaml
+
+supervised: install
+	$(PY) examples/cosa/train.py --config examples/cosa/configs/supervised.yaml
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: install
+	$(PY) -m pytest benchmarks -p no:cacheprovider --benchmark-enable --benchmark-only
+
+lint: install
+	$(VENV)/bin/ruff check wsss_blocks examples tests benchmarks

@@ -1,0 +1,502 @@
+"""CoSA example trainer: every block of wsss_blocks assembled into one method.
+
+    python examples/cosa/train.py --config examples/cosa/configs/default.yaml
+    python examples/cosa/train.py --config ... --set train.iterations=20 --set eval.interval=10
+    python examples/cosa/train.py --config ... --resume      # continue from the last checkpoint
+
+The only place that knows the whole method; each block is called with documented
+shapes (see docs/). One step follows Eq. 11 of Yang et al., CoSA, ECCV 2024:
+
+    L = L_cls + L_cls† + λc2s (L_c2s + L_c2s†) + λs2c L_s2c + λcsc L_csc
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
+
+from wsss_blocks import (
+    IGNORE_INDEX,
+    CoSANet,
+    EMATeacher,
+    MeanIoU,
+    cam_confidence,
+    cam_to_cpl,
+    cam_to_cpl_dual,
+    classification_loss,
+    mask_absent_classes,
+    normalize_cam,
+    perplexity,
+    raw_cam2seg_loss,
+    raw_weights,
+    seg2cam_loss,
+    seg_to_spl,
+)
+from wsss_blocks.data.mfseg import MFSeg
+from wsss_blocks.data.views import WeakStrongViews
+from wsss_blocks.losses.contrastive import contrastive_separation_loss
+from wsss_blocks.models import upsample
+from wsss_blocks.threshold import GMMThresholdSearcher
+from wsss_blocks.viz import save_overlay_grid
+from wsss_blocks.viz.threshold import plot_threshold_diagnostics
+
+# --------------------------------------------------------------------------- config
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Recursive dict merge: ``update`` wins; unknown keys are an error (catches typos)."""
+    out = dict(base)
+    for key, value in update.items():
+        if key not in base:
+            raise ValueError(f"unknown config key {key!r} (known: {sorted(base)})")
+        out[key] = merge(base[key], value) if isinstance(value, dict) else value
+    return out
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> dict:
+    """Read a YAML config and apply ``section.key=value`` overrides (values parsed as YAML).
+
+    A config may start from another with ``base: other.yaml`` (path relative to it) and
+    change only what differs, e.g. the ablation configs.
+    """
+    path = Path(path)
+    with open(path) as f:
+        cfg = yaml.safe_load(f)
+    if "base" in cfg:
+        cfg = merge(load_config(path.parent / cfg.pop("base")), cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--set expects section.key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            if p not in node or not isinstance(node[p], dict):
+                raise ValueError(f"--set {key}: unknown section {p!r}")
+            node = node[p]
+        if leaf not in node:
+            raise ValueError(f"--set {key}: unknown key {leaf!r} (known: {sorted(node)})")
+        node[leaf] = yaml.safe_load(value)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def build_data(cfg: dict) -> tuple[MFSeg, MFSeg]:
+    d = cfg["data"]
+    if d["name"] != "mfseg":
+        raise ValueError(f"data.name must be 'mfseg' in this example, got {d['name']!r}")
+    common = dict(
+        num_train=d["num_train"],
+        num_val=d["num_val"],
+        image_size=d["image_size"],
+        max_objects=d["max_objects"],
+        scale_range=tuple(d["scale_range"]),
+        cooccurrence=d["cooccurrence"],
+        seed=cfg["seed"],
+    )
+    return MFSeg("train", **common), MFSeg("val", **common)
+
+
+def build_model(cfg: dict, num_classes: int) -> CoSANet:
+    m = cfg["model"]
+    model = CoSANet(
+        num_classes,
+        m["backbone"],
+        last_index=m["last_index"],
+        early_index=m["early_index"],
+        pooling=m["pooling"],
+        decoder_width=m["decoder_width"],
+        decoder_dilation=m["decoder_dilation"],
+        pretrained=m["pretrained"],
+        output_stride=m["output_stride"],
+    )
+    if cfg["train"]["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+# ----------------------------------------------------------------------------- step
+
+
+def autocast(enabled: bool):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
+class Thresholds:
+    """ξ for M and ξ† for M†: dynamic GMM searchers (Eq. 6) or fixed values."""
+
+    def __init__(self, cfg: dict):
+        t = cfg["threshold"]
+        self.dynamic = t["dynamic"]
+        self.fixed = torch.tensor(float(t["fixed"]))
+        self.history: dict[str, list[tuple[int, float]]] = {"xi": [], "xi_dagger": []}
+        self.searchers = {
+            name: GMMThresholdSearcher(
+                queue_size=t["queue_size"],
+                bins=t["bins"],
+                policy=t["policy"],
+                ema_decay=t["ema_decay"],
+                initial_threshold=float(t["fixed"]),
+            )
+            for name in ("xi", "xi_dagger")
+        }
+
+    def update(self, name: str, confidence: torch.Tensor, step: int) -> torch.Tensor:
+        if not self.dynamic:
+            return self.fixed
+        xi = self.searchers[name].update(confidence)
+        self.history[name].append((step, float(xi)))
+        return xi
+
+    def current(self, name: str) -> torch.Tensor:
+        return self.searchers[name].threshold if self.dynamic else self.fixed
+
+    def bounds(self, name: str):
+        return self.searchers[name].bounds
+
+    def state_dict(self) -> dict:
+        return {
+            "history": self.history,
+            "searchers": {k: s.state_dict() for k, s in self.searchers.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = state["history"]
+        for k, s in self.searchers.items():
+            s.load_state_dict(state["searchers"][k])
+
+
+def an_cam(cam_raw: torch.Tensor, labels: torch.Tensor, size) -> torch.Tensor:
+    """AN's raw CAM → normalised CAM at ``size``, absent classes zeroed (method.md)."""
+    return normalize_cam(upsample(F.relu(cam_raw.float()), size), labels)
+
+
+def pseudo_labels(cam, labels, xi, cfg, dual_bounds=None):
+    """Normalised CAM → (CPL, perplexity P, confidence ν) (CoSA Eqs. 3-4)."""
+    nu, _ = cam_confidence(cam, labels)
+    if dual_bounds is not None:
+        cpl = cam_to_cpl_dual(cam, labels, *dual_bounds)
+    else:
+        cpl = cam_to_cpl(cam, labels, xi)
+    l = cfg["loss"]
+    return cpl, perplexity(nu, xi, l["perplexity_alpha"], l["perplexity_beta"]), nu
+
+
+def cosa_losses(model, teacher, views, labels, step, thresholds, cfg) -> dict:
+    """All terms of Eq. 11 for one batch; returns name → 0-d loss (weighted later)."""
+    x_weak, x_strong = views
+    w = cfg["loss"]
+    size = x_strong.shape[-2:]
+    bf16 = cfg["train"]["bf16"]
+    with autocast(bf16):
+        out = model(x_strong)
+    losses = {"cls": classification_loss(out.logits.float(), labels)}
+    if out.early_logits is not None and w["cls_early"]:
+        losses["cls_early"] = classification_loss(out.early_logits.float(), labels)
+    if step < cfg["train"]["warmup_iterations"]:
+        return losses  # warm-up: classification only
+
+    # Assignment network: the EMA teacher on the weak view, or the ON itself (detached).
+    with torch.no_grad(), autocast(bf16):
+        an = teacher(x_weak) if teacher is not None else model(x_weak)
+    dual = cfg["threshold"]["dynamic"] and cfg["threshold"]["policy"] == "cosa-code"
+
+    # L_c2s with RAW (Eqs. 3-6): CPL from M' with the searched ξ, weights from P.
+    seg = upsample(out.seg.float(), size)
+    if w["c2s"]:
+        cam = an_cam(an.cam, labels, size)
+        xi = thresholds.update("xi", cam.amax(1), step)
+        bounds = thresholds.bounds("xi") if dual else None
+        cpl, ppl, _ = pseudo_labels(cam, labels, xi, cfg, bounds)
+        weights = raw_weights(ppl, cpl != IGNORE_INDEX) if w["raw"] else None
+        losses["c2s"] = raw_cam2seg_loss(seg, cpl, weights)
+
+    # M†' gives L_c2s† and the CSC anchors, with its own threshold ξ†.
+    if an.early_cam is not None and (w["c2s_early"] or w["csc"]):
+        cam_d = an_cam(an.early_cam, labels, size)
+        xi_d = thresholds.update("xi_dagger", cam_d.amax(1), step)
+        if w["c2s_early"]:
+            bounds_d = thresholds.bounds("xi_dagger") if dual else None
+            cpl_d, ppl_d, _ = pseudo_labels(cam_d, labels, xi_d, cfg, bounds_d)
+            weights_d = raw_weights(ppl_d, cpl_d != IGNORE_INDEX) if w["raw"] else None
+            losses["c2s_early"] = raw_cam2seg_loss(seg, cpl_d, weights_d)
+        if w["csc"]:
+            losses["csc"] = csc_term(out.cam.float(), an.early_cam, labels, xi_d, cfg)
+
+    # L_s2c (Eqs. 7-8): SPL from S' supervises the ON's raw CAM M.
+    if w["s2c"]:
+        spl = seg_to_spl(an.seg.float(), labels, w["seg_tau"], size=out.cam.shape[-2:])
+        losses["s2c"] = seg2cam_loss(out.cam.float(), spl)
+    return losses
+
+
+def csc_term(cam_on, early_cam_an, labels, xi_dagger, cfg) -> torch.Tensor:
+    """L_csc (Eqs. 9-10) on the CAM grid: anchors where M†' is confident (P† ≤ ε),
+    labelled by the CPL of M†'; features are the ON's raw CAM vectors M_{x,y}."""
+    w = cfg["loss"]
+    cam_d = an_cam(early_cam_an, labels, cam_on.shape[-2:])
+    cpl_d, ppl_d, _ = pseudo_labels(cam_d, labels, xi_dagger, cfg)
+    anchors = ppl_d <= w["csc_epsilon"]
+    feats = cam_on.permute(0, 2, 3, 1)[anchors]  # (N, C)
+    anchor_labels = cpl_d[anchors]
+    if feats.shape[0] > w["csc_max_anchors"]:
+        keep = torch.randperm(feats.shape[0], device=feats.device)[: w["csc_max_anchors"]]
+        feats, anchor_labels = feats[keep], anchor_labels[keep]
+    return contrastive_separation_loss(feats, anchor_labels, w["csc_tau"], impl=w["csc_impl"])
+
+
+def supervised_losses(model, views, masks, cfg) -> dict:
+    """Upper bound: the same network trained on GT masks (pixel CE) + classification."""
+    _, x_strong = views
+    with autocast(cfg["train"]["bf16"]):
+        out = model(x_strong)
+    seg = upsample(out.seg.float(), x_strong.shape[-2:])
+    return {"seg": F.cross_entropy(seg, masks, ignore_index=IGNORE_INDEX)}
+
+
+# ------------------------------------------------------------------------ evaluation
+
+
+@torch.no_grad()
+def evaluate(net, train_set, val_set, thresholds, cfg, step, out_dir) -> dict:
+    """CPL mIoU on (part of) train, segmentation mIoU on val, and the overlay PNGs."""
+    net.eval()
+    num_classes = val_set.num_classes + 1
+    bs = cfg["eval"]["batch_size"]
+    bf16 = cfg["train"]["bf16"]
+    result = {"step": step}
+
+    seg_miou, seg_masked = MeanIoU(num_classes), MeanIoU(num_classes)
+    images, masks, labels = val_set.tensors()
+    for i in range(0, len(val_set), bs):
+        x = images[i : i + bs].float() / 255
+        with autocast(bf16):
+            out = net(x)
+        seg = upsample(out.seg.float(), x.shape[-2:])
+        seg_miou.update(seg.argmax(1), masks[i : i + bs].long())
+        if cfg["eval"]["tag_masked"]:
+            masked = mask_absent_classes(seg, labels[i : i + bs])
+            seg_masked.update(masked.argmax(1), masks[i : i + bs].long())
+    r = seg_miou.compute()
+    result["val_seg_miou"] = r["miou"]
+    result["val_seg_iou"] = r["iou"]
+    if cfg["eval"]["tag_masked"]:
+        result["val_seg_miou_tag_masked"] = seg_masked.compute()["miou"]
+
+    xi = thresholds.current("xi")
+    result["train_cpl_miou"] = float("nan")  # no CPL in the supervised bound
+    if cfg["method"] == "cosa":
+        cpl_miou = MeanIoU(num_classes)
+        images, masks, labels = train_set.tensors()
+        n = min(len(train_set), cfg["data"]["cpl_eval_images"])
+        for i in range(0, n, bs):
+            x = images[i : min(i + bs, n)].float() / 255
+            lab = labels[i : i + len(x)]
+            with autocast(bf16):
+                out = net(x)
+            cpl, _, _ = pseudo_labels(an_cam(out.cam, lab, x.shape[-2:]), lab, xi, cfg)
+            cpl_miou.update(cpl, masks[i : i + len(x)].long())
+        result["train_cpl_miou"] = cpl_miou.compute()["miou"]
+    result["xi"] = float(xi)
+
+    k = cfg["eval"]["num_overlays"]
+    if k:
+        x = val_set.tensors()[0][:k].float() / 255
+        lab, gt = val_set.tensors()[2][:k], val_set.tensors()[1][:k].long()
+        with autocast(bf16):
+            out = net(x)
+        cpl, _, nu = pseudo_labels(an_cam(out.cam, lab, x.shape[-2:]), lab, xi, cfg)
+        pred = upsample(out.seg.float(), x.shape[-2:]).argmax(1)
+        save_overlay_grid(
+            out_dir / "overlays" / f"step_{step:06d}.png",
+            x,
+            nu,
+            {"CPL": cpl, "prediction": pred, "GT": gt},
+            num_classes,
+        )
+        if thresholds.dynamic and thresholds.history["xi"]:
+            plot_threshold_diagnostics(
+                thresholds.history,
+                thresholds.searchers,
+                out_dir / "threshold" / f"step_{step:06d}.png",
+            )
+    return result
+
+
+# ---------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Atomic save: write a temporary file, then rename over the old checkpoint."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def poly_lr(step: int, cfg: dict) -> float:
+    """Linear warm-up, then poly decay (power 0.9): a factor in [0, 1]."""
+    t = cfg["train"]
+    if step < t["lr_warmup_iterations"]:
+        return (step + 1) / t["lr_warmup_iterations"]
+    return (1 - step / t["iterations"]) ** t["poly_power"]
+
+
+def train(cfg: dict, resume: bool = False) -> dict:
+    torch.set_num_threads(cfg["threads"])
+    torch.manual_seed(cfg["seed"])
+    np.random.seed(cfg["seed"])
+    random.seed(cfg["seed"])
+    out_dir = Path(cfg["output_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "config.yaml", "w") as f:
+        yaml.safe_dump(cfg, f)
+
+    t0 = time.time()
+    train_set, val_set = build_data(cfg)
+    print(f"data: {train_set!r}\n      {val_set!r} ({time.time() - t0:.1f} s)")
+    model = build_model(cfg, train_set.num_classes)
+    use_teacher = cfg["method"] == "cosa" and cfg["train"]["use_teacher"]
+    teacher = EMATeacher(model, cfg["train"]["ema_momentum"]) if use_teacher else None
+    t = cfg["train"]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": model.backbone_parameters(), "lr": t["lr"]},
+            {"params": model.head_parameters(), "lr": t["lr"] * t["head_lr_mult"]},
+        ],
+        weight_decay=t["weight_decay"],
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: poly_lr(s, cfg))
+    thresholds = Thresholds(cfg)
+    views = WeakStrongViews(cfg["data"]["crop_size"], scale=tuple(cfg["data"]["view_scale"]))
+    weights = {k: float(v) for k, v in cfg["loss"].items() if k in LOSS_WEIGHTS}
+    weights["seg"] = 1.0
+
+    ckpt_path = out_dir / "checkpoint.pt"
+    start, history = 0, []
+    if resume and ckpt_path.is_file():
+        state = torch.load(ckpt_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        if teacher is not None:
+            teacher.load_state_dict(state["teacher"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        thresholds.load_state_dict(state["thresholds"])
+        set_rng_state(state["rng"])
+        start, history = state["step"], state["history"]
+        print(f"resumed from {ckpt_path} at step {start}")
+
+    images, masks, labels = train_set.tensors()
+    n = len(train_set)
+    bs = t["batch_size"]
+    eval_net = teacher.module if teacher is not None else model
+    bar = tqdm(range(start, t["iterations"]), initial=start, total=t["iterations"],
+               desc=f"{cfg['method']}", dynamic_ncols=True, file=sys.stdout)
+    for step in bar:
+        model.train()
+        idx = torch.randint(0, n, (bs,))
+        x_weak, x_strong, mask = views(images[idx].float() / 255, masks[idx].long())
+        if t["channels_last"]:
+            x_weak = x_weak.contiguous(memory_format=torch.channels_last)
+            x_strong = x_strong.contiguous(memory_format=torch.channels_last)
+        if cfg["method"] == "supervised":
+            terms = supervised_losses(model, (x_weak, x_strong), mask, cfg)
+        else:
+            terms = cosa_losses(model, teacher, (x_weak, x_strong), labels[idx], step,
+                                thresholds, cfg)
+        loss = sum(weights[k] * v for k, v in terms.items())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at step {step}: {terms}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if teacher is not None:
+            teacher.update(model)
+        if step % 10 == 0:
+            post = {k: f"{float(v.detach()):.3f}" for k, v in terms.items()}
+            if cfg["method"] == "cosa" and step >= t["warmup_iterations"]:
+                post["xi"] = f"{float(thresholds.current('xi')):.2f}"
+            bar.set_postfix(post, refresh=False)
+
+        last = step + 1 == t["iterations"]
+        if (step + 1) % cfg["eval"]["interval"] == 0 or last:
+            r = evaluate(eval_net, train_set, val_set, thresholds, cfg, step + 1, out_dir)
+            history.append(r)
+            tqdm.write(
+                f"step {step + 1}: CPL mIoU (train) {100 * r['train_cpl_miou']:.1f}%  "
+                f"segmentation mIoU (val) {100 * r['val_seg_miou']:.1f}%  xi {r['xi']:.3f}",
+                file=sys.stdout,
+            )
+        if (step + 1) % t["checkpoint_interval"] == 0 or last:
+            save_checkpoint(ckpt_path, {
+                "model": model.state_dict(),
+                "teacher": teacher.state_dict() if teacher is not None else None,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "thresholds": thresholds.state_dict(),
+                "rng": rng_state(),
+                "step": step + 1,
+                "history": history,
+                "config": cfg,
+            })  # fmt: skip
+    bar.close()
+    final = history[-1] if history else {}
+    final = {**final, "minutes": (time.time() - t0) / 60, "method": cfg["method"]}
+    with open(out_dir / "metrics.json", "w") as f:
+        json.dump({"final": final, "history": history}, f, indent=1)
+    return final
+
+
+LOSS_WEIGHTS = ("cls", "cls_early", "c2s", "c2s_early", "s2c", "csc")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=str(Path(__file__).parent / "configs/default.yaml"))
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue from checkpoint.pt")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.set)
+    final = train(cfg, resume=args.resume)
+    print(
+        f"\nFINAL ({cfg['method']}, {final['minutes']:.1f} min): "
+        f"CPL mIoU (train) {100 * final['train_cpl_miou']:.1f}%  "
+        f"segmentation mIoU (val) {100 * final['val_seg_miou']:.1f}%"
+    )
+    return final
+
+
+if __name__ == "__main__":
+    main()
