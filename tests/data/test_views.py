@@ -1,0 +1,205 @@
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from wsss_blocks.data import RANDAUG_OPS, EvalView, WeakStrongViews, apply_randaug_op
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _batch(b=4, h=24, w=20, seed=0):
+    g = _gen(seed)
+    images = torch.rand(b, 3, h, w, generator=g)
+    masks = torch.randint(0, 5, (b, h, w), generator=g)
+    return images, masks
+
+
+def _coded(b=6, h=24, w=20, seed=0):
+    """Images whose channel 0 encodes the mask (value / 10), plus the masks."""
+    masks = torch.randint(0, 8, (b, h, w), generator=_gen(seed))
+    images = torch.rand(b, 3, h, w, generator=_gen(seed + 1))
+    images[:, 0] = masks / 10.0
+    return images, masks
+
+
+def test_shapes_dtypes_ranges():
+    images, masks = _batch()
+    xw, xs, m = WeakStrongViews((16, 12), generator=_gen())(images, masks)
+    assert xw.shape == xs.shape == (4, 3, 16, 12) and xw.dtype == xs.dtype == torch.float32
+    assert m.shape == (4, 16, 12) and m.dtype == torch.int64
+    for x in (xw, xs):
+        assert 0.0 <= x.min() and x.max() <= 1.0
+    assert set(m.unique().tolist()) <= set(range(5)) | {255}
+
+
+def test_identity_op_makes_strong_equal_weak():
+    images, masks = _batch()
+    xw, xs, _ = WeakStrongViews(16, ops=("identity",), generator=_gen())(images, masks)
+    assert torch.equal(xw, xs)
+
+
+def test_photometric_ops_change_strong_only():
+    images, masks = _batch(b=8)
+    plain = WeakStrongViews(16, ops=("identity",), generator=_gen(3))
+    full = WeakStrongViews(16, ops=RANDAUG_OPS[1:], generator=_gen(3))
+    xw1, xs1, m1 = plain(images, masks)
+    xw2, xs2, m2 = full(images, masks)
+    # Same draws for the geometry and the blur: weak views and masks coincide.
+    assert torch.equal(xw1, xw2) and torch.equal(m1, m2)
+    assert not torch.equal(xs2, xw2)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mask_aligned_with_image_at_unit_scale(seed):
+    images, masks = _coded(seed=seed)
+    views = WeakStrongViews((28, 16), scale=(1.0, 1.0), blur_p=0.0, ops=("identity",), fill=0.5)
+    views.generator = _gen(seed)
+    xw, xs, m, valid = views(images, masks, return_valid=True)
+    code = torch.round(xw[:, 0] * 10).long()
+    assert torch.equal(code[valid], m[valid])
+    assert (m[~valid] == 255).all()
+    assert torch.equal(xw.permute(1, 0, 2, 3)[:, ~valid], torch.full((3, int((~valid).sum())), 0.5))
+    assert (~valid).any() and valid.any()  # a 28-row crop of 24 rows is padded
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mask_aligned_with_image_at_random_scale(seed):
+    # Four constant quadrants: away from their borders the bilinear image must carry the
+    # code of the nearest-sampled mask at the same pixel.
+    h = w = 32
+    masks = torch.zeros(4, h, w, dtype=torch.long)
+    masks[:, :16, 16:], masks[:, 16:, :16], masks[:, 16:, 16:] = 1, 2, 3
+    images = torch.rand(4, 3, h, w, generator=_gen(seed))
+    images[:, 0] = masks / 10.0
+    views = WeakStrongViews(24, scale=(0.5, 2.0), blur_p=0.0, generator=_gen(seed))
+    xw, _, m = views(images, masks)
+    pad = torch.nn.functional.pad(m[:, None].float(), (1, 1, 1, 1), value=-1.0)
+    neigh = torch.nn.functional.max_pool2d(pad, 3, 1) == -torch.nn.functional.max_pool2d(-pad, 3, 1)
+    interior = neigh[:, 0] & (m != 255)
+    assert interior.sum() > 100
+    assert (torch.round(xw[:, 0] * 10).long()[interior] == m[interior]).all()
+
+
+def test_padding_area_at_half_scale():
+    images, masks = _batch(b=3, h=32, w=32)
+    views = WeakStrongViews(32, scale=(0.5, 0.5), generator=_gen())
+    _, _, m = views(images, masks)
+    assert ((m == 255).sum(dim=(1, 2)) == 32 * 32 - 16 * 16).all()
+
+
+def test_flip_only_reverses_columns():
+    images, masks = _batch(b=2, h=16, w=16)
+    views = WeakStrongViews(16, scale=(1.0, 1.0), flip_p=1.0, blur_p=0.0, ops=("identity",))
+    xw, _, m = views(images, masks)
+    assert torch.allclose(xw, images.flip(-1), atol=1e-6)
+    assert torch.equal(m, masks.flip(-1))
+
+
+def test_uint8_and_float_inputs_agree():
+    images, masks = _batch()
+    u8 = (images * 255).round().to(torch.uint8)
+    a = WeakStrongViews(16, generator=_gen(1))(u8, masks)
+    b = WeakStrongViews(16, generator=_gen(1))(u8.float() / 255, masks)
+    for x, y in zip(a, b, strict=True):
+        assert torch.allclose(x.float(), y.float(), atol=1e-5)
+
+
+def test_generator_reproducible_and_seed_matters():
+    images, masks = _batch()
+    a = WeakStrongViews(16, generator=_gen(7))(images, masks)
+    b = WeakStrongViews(16, generator=_gen(7))(images, masks)
+    c = WeakStrongViews(16, generator=_gen(8))(images, masks)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not torch.equal(a[0], c[0])
+
+
+def test_masks_optional_and_ignore_kept():
+    images, masks = _batch()
+    xw, xs, m = WeakStrongViews(16)(images)
+    assert m is None and xw.shape == (4, 3, 16, 16)
+    masks[:, :, :] = 255
+    _, _, m = WeakStrongViews(16)(images, masks)
+    assert (m == 255).all()
+
+
+@given(seed=st.integers(0, 2**31 - 1))
+def test_property_weak_strong_share_geometry(seed):
+    images, masks = _coded(b=3, h=20, w=20, seed=seed % 1000)
+    views = WeakStrongViews(16, blur_p=0.0, generator=_gen(seed))
+    xw, xs, m, valid = views(images, masks, return_valid=True)
+    assert torch.equal(m == 255, ~valid)
+    # Photometric ops act per pixel or globally, so padding stays where it was:
+    # in the weak view padded pixels hold exactly the fill value.
+    assert (xw.permute(1, 0, 2, 3)[:, ~valid] == 0.0).all()
+
+
+@pytest.mark.parametrize("op", RANDAUG_OPS)
+@pytest.mark.parametrize("magnitude", [1, 9])
+def test_each_op_keeps_shape_and_range(op, magnitude):
+    x = torch.rand(3, 12, 12, generator=_gen())
+    for sign in (-1.0, 1.0):
+        y = apply_randaug_op(x, op, magnitude, sign)
+        assert y.shape == x.shape and 0.0 <= y.min() and y.max() <= 1.0
+    if op == "identity":
+        assert torch.equal(apply_randaug_op(x, op, 5), x)
+    elif op != "equalize":
+        assert not torch.equal(apply_randaug_op(x, op, 9), x)
+
+
+def test_randaug_op_errors():
+    x = torch.rand(3, 8, 8)
+    with pytest.raises(ValueError, match="op"):
+        apply_randaug_op(x, "rotate", 3)
+    with pytest.raises(ValueError, match="magnitude"):
+        apply_randaug_op(x, "contrast", 10)
+
+
+def test_eval_view():
+    images, masks = _batch()
+    x, m = EvalView()((images * 255).to(torch.uint8), masks.to(torch.uint8))
+    assert x.dtype == torch.float32 and m.dtype == torch.int64 and x.shape == images.shape
+    assert torch.equal(m, masks)
+    assert EvalView()(images)[1] is None
+
+
+@pytest.mark.parametrize(
+    "images, masks, match",
+    [
+        (torch.rand(3, 8, 8), None, "4-D"),
+        (torch.rand(1, 1, 8, 8), None, "3 \\(RGB\\)"),
+        (torch.rand(1, 3, 8, 8) * 2, None, "images must lie in"),
+        (torch.zeros(1, 3, 8, 8, dtype=torch.int32), None, "uint8 or floating"),
+        (torch.rand(1, 3, 8, 8), torch.zeros(1, 8, 8), "integer"),
+        (torch.rand(1, 3, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long), "batch"),
+        (torch.rand(1, 3, 8, 8), torch.zeros(1, 8, 7, dtype=torch.long), "match"),
+        (torch.rand(1, 3, 8, 8), torch.zeros(8, 8, dtype=torch.long), "3-D"),
+    ],
+)
+def test_bad_inputs_raise(images, masks, match):
+    with pytest.raises(ValueError, match=match):
+        WeakStrongViews(8)(images, masks)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(crop_size=0), "crop_size"),
+        (dict(crop_size=(8, 8, 8)), "crop_size"),
+        (dict(scale=(2.0, 1.0)), "scale"),
+        (dict(scale=(0.0, 1.0)), "scale"),
+        (dict(flip_p=1.5), "flip_p"),
+        (dict(blur_p=-0.1), "blur_p"),
+        (dict(blur_sigma=(0.0, 1.0)), "blur_sigma"),
+        (dict(ops=("rotate",)), "ops"),
+        (dict(ops=()), "ops"),
+        (dict(magnitude=(0, 9)), "magnitude"),
+        (dict(fill=2.0), "fill"),
+    ],
+)
+def test_bad_arguments_raise(kw, match):
+    kw = {"crop_size": 8, **kw}
+    with pytest.raises(ValueError, match=match):
+        WeakStrongViews(**kw)
