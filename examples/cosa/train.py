@@ -372,7 +372,10 @@ def poly_lr(step: int, cfg: dict) -> float:
     return (1 - step / t["iterations"]) ** t["poly_power"]
 
 
-def train(cfg: dict, resume: bool = False) -> dict:
+def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
+    """Train as ``cfg`` says; ``resume`` continues from ``output_dir/checkpoint.pt``;
+    ``stop_at`` ends this invocation after that step (with a checkpoint), for
+    interrupted runs. Returns the final evaluation (and ``minutes``)."""
     torch.set_num_threads(cfg["threads"])
     torch.manual_seed(cfg["seed"])
     np.random.seed(cfg["seed"])
@@ -458,7 +461,8 @@ def train(cfg: dict, resume: bool = False) -> dict:
                 f"segmentation mIoU (val) {100 * r['val_seg_miou']:.1f}%  xi {r['xi']:.3f}",
                 file=sys.stdout,
             )
-        if (step + 1) % t["checkpoint_interval"] == 0 or last:
+        stop = stop_at is not None and step + 1 >= stop_at
+        if (step + 1) % t["checkpoint_interval"] == 0 or last or stop:
             save_checkpoint(ckpt_path, {
                 "model": model.state_dict(),
                 "teacher": teacher.state_dict() if teacher is not None else None,
@@ -470,6 +474,8 @@ def train(cfg: dict, resume: bool = False) -> dict:
                 "history": history,
                 "config": cfg,
             })  # fmt: skip
+        if stop:
+            break
     bar.close()
     final = history[-1] if history else {}
     final = {**final, "minutes": (time.time() - t0) / 60, "method": cfg["method"]}
@@ -487,13 +493,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue from checkpoint.pt")
+    parser.add_argument("--stop-at", type=int, metavar="STEP",
+                        help="stop after this step (a checkpoint is written); resume later")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.set)
-    final = train(cfg, resume=args.resume)
+    final = train(cfg, resume=args.resume, stop_at=args.stop_at)
+    cpl, seg = (final.get(k, float("nan")) for k in ("train_cpl_miou", "val_seg_miou"))
     print(
         f"\nFINAL ({cfg['method']}, {final['minutes']:.1f} min): "
-        f"CPL mIoU (train) {100 * final['train_cpl_miou']:.1f}%  "
-        f"segmentation mIoU (val) {100 * final['val_seg_miou']:.1f}%"
+        f"CPL mIoU (train) {100 * cpl:.1f}%  segmentation mIoU (val) {100 * seg:.1f}%"
     )
     return final
 
