@@ -36,7 +36,8 @@ def tiny(tmp_path, monkeypatch):
 @pytest.mark.parametrize("config", ["default.yaml", "baseline.yaml", "supervised.yaml"])
 def test_each_config_trains_and_reports(config, tiny):
     trainer = _trainer()
-    final = trainer.main(["--config", str(CONFIGS / config), *sum([["--set", s] for s in tiny()], [])])
+    overrides = sum([["--set", s] for s in tiny()], [])
+    final = trainer.main(["--config", str(CONFIGS / config), *overrides])
     assert 0.0 <= final["val_seg_miou"] <= 1.0
     if config == "supervised.yaml":
         assert math.isnan(final["train_cpl_miou"])
