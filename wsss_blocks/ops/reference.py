@@ -7,7 +7,6 @@ fallback when the compiled operator is missing, not the fast path: memory grows 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 NORM_EPS = 1e-12
 """Rows whose L2 norm is at most this are treated as zero vectors (cosine 0 with every row,
@@ -104,7 +103,9 @@ def contrastive_separation_loss_reference(
     s_neg = s.masked_fill(~neg, float("-inf"))
     s_neg = torch.where(has_neg[:, None], s_neg, torch.zeros_like(s))
     nu = torch.logsumexp(s_neg, dim=1)
-    terms = torch.where(pos, F.softplus(nu[:, None] - s), torch.zeros_like(s))
+    # Exact softplus (F.softplus switches to the identity above 20, off by e^-20).
+    z = nu[:, None] - s
+    terms = torch.where(pos, torch.logaddexp(z, torch.zeros_like(z)), torch.zeros_like(s))
     ell = terms.sum(dim=1) / n_pos.clamp_min(1).to(dtype)
     ell = torch.where(has_neg, ell, torch.zeros_like(ell))
     in_a = n_pos > 0
