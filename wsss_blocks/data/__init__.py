@@ -17,6 +17,15 @@ from .mfseg import (
 )
 from .textures import TEXTURE_NAMES, load_texture
 from .views import RANDAUG_OPS, EvalView, WeakStrongViews, apply_randaug_op
+from .voc import (
+    VOC_CLASSES,
+    SegmentationFolder,
+    VOCSegmentation,
+    labels_from_mask,
+    read_label_png,
+    read_split_list,
+    voc_palette,
+)
 
 __all__ = [
     "DEFAULT_FASHION_MNIST_DIR",
@@ -26,14 +35,21 @@ __all__ = [
     "PREFERRED_TEXTURE",
     "RANDAUG_OPS",
     "TEXTURE_NAMES",
+    "VOC_CLASSES",
     "EvalView",
     "MFSeg",
+    "SegmentationFolder",
+    "VOCSegmentation",
     "WeakStrongViews",
     "apply_randaug_op",
     "generate_mfseg",
+    "labels_from_mask",
     "load_fashion_mnist",
     "load_texture",
     "mfseg_cache_dir",
     "mfseg_cache_key",
     "read_idx",
+    "read_label_png",
+    "read_split_list",
+    "voc_palette",
 ]
