@@ -23,6 +23,12 @@ settings.register_profile(
 settings.register_profile("wsss-thorough", parent=settings.get_profile("wsss"), max_examples=300)
 settings.load_profile(os.environ.get("WSSS_HYPOTHESIS_PROFILE", "wsss"))
 
+# Tests use tiny tensors, where intra-op threads only add synchronisation. On a shared
+# 2-core machine the OpenMP barriers dominated: a (2, 3, 3, 4) cross-entropy forward took
+# ~47 ms with 2 threads under load and ~0.3 ms with 1. A test that needs the threaded
+# path of a kernel sets torch.set_num_threads itself; WSSS_TEST_THREADS overrides this.
+torch.set_num_threads(int(os.environ.get("WSSS_TEST_THREADS", "1")))
+
 
 @pytest.fixture(autouse=True)
 def _seed_torch():
