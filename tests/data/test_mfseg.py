@@ -156,3 +156,10 @@ def test_bad_arguments_raise(tmp_path, kw, name):
 def test_missing_fashion_mnist_says_how_to_install(tmp_path):
     with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
         MFSeg("val", num_val=2, fashion_mnist_dir=tmp_path, cache=False, **SMALL)
+
+
+def test_numpy_scalars_hash_like_python_numbers(fake_fmnist, tmp_path):
+    kw = dict(num_val=4, fashion_mnist_dir=fake_fmnist, **SMALL)
+    a = MFSeg("val", tmp_path, seed=2, cooccurrence=0.5, **kw)
+    b = MFSeg("val", tmp_path, seed=np.int64(2), cooccurrence=np.float32(0.5), **kw)
+    assert b.cache_hit and a.cache_path == b.cache_path

@@ -87,6 +87,13 @@ def _check_params(p: dict[str, Any]) -> None:
         bad("seed", "must be an integer >= 0")
 
 
+def _plain(value: Any) -> Any:
+    """A parameter as a plain Python number (or tuple of floats) for the cache key."""
+    if isinstance(value, tuple):
+        return tuple(float(x) for x in value)
+    return int(value) if isinstance(value, (int, np.integer)) else float(value)
+
+
 def _resize(batch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear, antialiased resize of (n, h, w[, 3]) float32 to (n, *size[, 3])."""
     t = torch.from_numpy(batch)
@@ -379,6 +386,7 @@ class MFSeg(Dataset):
             min_visible=min_visible, threshold=threshold, seed=seed,
         )  # fmt: skip
         _check_params(params)
+        params = {k: _plain(v) for k, v in params.items()}  # numpy scalars hash as numbers
         self.split = split
         self.params = params
         self.cache_hit = False
