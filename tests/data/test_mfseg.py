@@ -163,3 +163,14 @@ def test_numpy_scalars_hash_like_python_numbers(fake_fmnist, tmp_path):
     a = MFSeg("val", tmp_path, seed=2, cooccurrence=0.5, **kw)
     b = MFSeg("val", tmp_path, seed=np.int64(2), cooccurrence=np.float32(0.5), **kw)
     assert b.cache_hit and a.cache_path == b.cache_path
+
+
+def test_mask_marks_exactly_the_object_pixels(fake_fmnist):
+    # With a flat background, pixels of the background colour must be the mask's zeros.
+    d = _gen(fake_fmnist, n=20, texture_contrast=0.0, max_objects=3)
+    agree = []
+    for img, mask in zip(d["images"].astype(int), d["masks"], strict=True):
+        bg_colour = img[:, mask == 0][:, :1]
+        is_bg = (np.abs(img.reshape(3, -1) - bg_colour).max(0) <= 1).reshape(mask.shape)
+        agree.append((is_bg == (mask == 0)).mean())
+    assert min(agree) > 0.995

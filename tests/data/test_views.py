@@ -203,3 +203,14 @@ def test_bad_arguments_raise(kw, match):
     kw = {"crop_size": 8, **kw}
     with pytest.raises(ValueError, match=match):
         WeakStrongViews(**kw)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu_geometry():
+    images, masks = _coded(b=4, h=24, w=24)
+    kw = dict(crop_size=20, blur_p=0.0, ops=("identity",))
+    cpu = WeakStrongViews(**kw, generator=_gen(5))(images, masks)
+    gpu = WeakStrongViews(**kw, generator=_gen(5))(images.cuda(), masks.cuda())
+    assert gpu[0].is_cuda and torch.equal(gpu[2].cpu(), cpu[2])
+    assert torch.allclose(gpu[0].cpu(), cpu[0], atol=1e-5)

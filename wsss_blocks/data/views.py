@@ -52,6 +52,8 @@ def _check_masks(masks: torch.Tensor, images: torch.Tensor) -> None:
     if masks.is_floating_point() or masks.dtype == torch.bool:
         raise ValueError(f"masks must be an integer tensor, got dtype {masks.dtype}")
     check_same_batch(("images", "masks"), images, masks)
+    if masks.device != images.device:
+        raise ValueError(f"masks are on {masks.device} but images on {images.device}")
     if masks.shape[1:] != images.shape[2:]:
         raise ValueError(
             f"masks (B, H, W) must match images (B, 3, H, W) in H, W, got masks "
@@ -126,7 +128,8 @@ class WeakStrongViews:
         ops: subset of :data:`RANDAUG_OPS` to draw from for the strong view.
         magnitude: (low, high) integer range in [1, 9] of the op magnitude.
         fill: image value in padded pixels, in [0, 1].
-        generator: optional ``torch.Generator`` for reproducible draws.
+        generator: optional CPU ``torch.Generator`` for reproducible draws (the
+            inputs may live on any device; the drawn geometry is moved there).
 
     Call:
         ``views(images, masks=None, return_valid=False)`` with images (B, 3, H, W)
@@ -248,7 +251,8 @@ class WeakStrongViews:
         if masks is not None:
             _check_masks(masks, images)
         b, _, h, w = x.shape
-        grid, valid = self._sample_grid(b, h, w)
+        grid, valid = self._sample_grid(b, h, w)  # drawn on the CPU (generator's device)
+        grid, valid = grid.to(x.device), valid.to(x.device)
         # Border padding then an explicit fill keeps image and mask padding identical.
         xw = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         xw = torch.where(valid[:, None], xw, torch.full_like(xw, self.fill)).clamp_(0.0, 1.0)
