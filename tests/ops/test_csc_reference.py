@@ -166,8 +166,12 @@ def test_n_zero_is_connected_zero():
         (torch.zeros(4, 2), torch.zeros(3, dtype=torch.int64), 0.1, r"\(4, 2\).*\(3,\)"),
         (torch.zeros(4, 2), torch.zeros(4, 1, dtype=torch.int64), 0.1, r"labels .*\(4, 1\)"),
         (torch.zeros(4, 2), torch.zeros(4), 0.1, r"labels .*float32"),
-        (torch.zeros(4, 2, dtype=torch.int64), torch.zeros(4, dtype=torch.int64), 0.1,
-         r"features .*int64"),
+        (
+            torch.zeros(4, 2, dtype=torch.int64),
+            torch.zeros(4, dtype=torch.int64),
+            0.1,
+            r"features .*int64",
+        ),
         (torch.zeros(4, 0), torch.zeros(4, dtype=torch.int64), 0.1, r"features .*\(4, 0\)"),
         (torch.tensor([[0.0, float("nan")]]), torch.zeros(1, dtype=torch.int64), 0.1, "finite"),
         (torch.zeros(4, 2), torch.zeros(4, dtype=torch.int64), 0.0, "tau"),
@@ -183,5 +187,6 @@ def test_invalid_inputs_raise(features, labels, tau, match):
 
 def test_unknown_impl_raises():
     with pytest.raises(ValueError, match="impl"):
-        contrastive_separation_loss(torch.zeros(2, 2), torch.zeros(2, dtype=torch.int64),
-                                    impl="fast")
+        contrastive_separation_loss(
+            torch.zeros(2, 2), torch.zeros(2, dtype=torch.int64), impl="fast"
+        )

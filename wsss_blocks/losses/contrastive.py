@@ -30,7 +30,8 @@ def _check_inputs(features: torch.Tensor, labels: torch.Tensor, tau: float) -> N
             f"labels must be on features' device {features.device}, got {labels.device}"
         )
     check_positive("tau", tau)
-    check_finite("features", features)
+    if not torch.compiler.is_compiling():  # a data-dependent check would break the graph
+        check_finite("features", features)
 
 
 def contrastive_separation_loss(
@@ -71,7 +72,8 @@ def contrastive_separation_loss(
     Raises:
         ValueError: features not 2-D float with D ≥ 1, non-finite features, labels not 1-D
             integer, N mismatch, devices differ, tau ≤ 0 or non-finite, unknown impl, or
-            impl="kernel" with D > 1024 (messages show the shapes received).
+            impl="kernel" with D > 1024 (messages show the shapes received). The
+            finiteness check is skipped inside ``torch.compile`` (it needs the data).
         RuntimeError: impl="kernel" but the compiled operator is missing.
     Example:
         >>> x = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])

@@ -58,10 +58,18 @@ def register_python_side() -> None:
     )
 
 
-def _has_kernel(device_type: str) -> bool:
-    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
-    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
-        "wsss_blocks::csc_forward", key
+@torch.compiler.assume_constant_result
+def _kernel_devices() -> str:
+    """Comma-separated device types with a compiled CSC kernel ("" if none).
+
+    Evaluated once per process at trace time under ``torch.compile`` (a constant there), so
+    the dispatch below never breaks a graph.
+    """
+    if load_extension() is None:
+        return ""
+    has = torch._C._dispatch_has_kernel_for_dispatch_key
+    return ",".join(
+        t for t, k in (("cpu", "CPU"), ("cuda", "CUDA")) if has("wsss_blocks::csc_forward", k)
     )
 
 
@@ -79,7 +87,7 @@ def csc_implementation(device: str | torch.device = "cpu") -> str:
         True
     """
     device_type = torch.device(device).type
-    if load_extension() is not None and _has_kernel(device_type):
+    if device_type in _kernel_devices().split(","):
         return f"kernel-{device_type}"
     return "reference"
 

@@ -53,6 +53,7 @@ def contrastive_separation_loss_reference(
     tau: float,
     *,
     compute_dtype: torch.dtype | None = None,
+    normalize: bool = True,
 ) -> torch.Tensor:
     """Contrastive separation loss (CSC) of CoSA, computed densely (N×N) in PyTorch.
 
@@ -77,6 +78,9 @@ def contrastive_separation_loss_reference(
         tau: temperature τ > 0.
         compute_dtype: dtype of the arithmetic; default float32, or float64 for float64
             features. Tests pass float16/bfloat16 to get a plain low-precision baseline.
+        normalize: L2-normalise rows first (default). False takes the rows as given, i.e.
+            s_ij = x_i·x_j/τ: the math of the compiled op ``wsss_blocks::csc_forward``,
+            which receives rows normalised by the caller.
     Returns:
         0-d loss, ≥ 0, in ``features.dtype``.
     Example:
@@ -90,7 +94,7 @@ def contrastive_separation_loss_reference(
     """
     dtype = compute_dtype or accumulation_dtype(features.dtype)
     n = features.shape[0]
-    x = normalize_rows(features).to(dtype)
+    x = (normalize_rows(features) if normalize else features).to(dtype)
     s = (x @ x.T) / tau  # s_ij, (N, N)
     same = labels[:, None] == labels[None, :]
     eye = torch.eye(n, dtype=torch.bool, device=features.device)
