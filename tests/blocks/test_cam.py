@@ -145,3 +145,11 @@ def test_normalize_cam_bad_input():
 def test_normalize_cam_rejects_non_finite():
     with pytest.raises(ValueError, match="cam"):
         normalize_cam(torch.tensor([[[[float("inf"), 1.0]]]]))
+
+
+@pytest.mark.xfail(
+    strict=True, reason="bug: normalize_cam accepts eps=inf (its own check, not check_positive)"
+)
+def test_normalize_cam_rejects_infinite_eps():
+    with pytest.raises(ValueError, match="eps"):
+        normalize_cam(torch.rand(1, 1, 2, 2), eps=float("inf"))
