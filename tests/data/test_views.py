@@ -214,3 +214,21 @@ def test_cuda_matches_cpu_geometry():
     gpu = WeakStrongViews(**kw, generator=_gen(5))(images.cuda(), masks.cuda())
     assert gpu[0].is_cuda and torch.equal(gpu[2].cpu(), cpu[2])
     assert torch.allclose(gpu[0].cpu(), cpu[0], atol=1e-5)
+
+
+def test_batched_blur_matches_torchvision_per_image():
+    from torchvision.transforms.v2 import functional as TF
+
+    from wsss_blocks.data import gaussian_blur_batch
+
+    x = torch.rand(3, 3, 20, 17, generator=_gen())
+    sigmas = torch.tensor([0.3, 1.1, 2.0])
+    y = gaussian_blur_batch(x, sigmas)
+    k = 2 * 5 + 1  # 2 * ceil(2.5 * max sigma) + 1, the support used for all images
+    for i in range(3):
+        ref = TF.gaussian_blur(x[i], [k, k], [float(sigmas[i])] * 2)
+        assert torch.allclose(y[i], ref, atol=1e-5)
+    with pytest.raises(ValueError, match="sigmas"):
+        gaussian_blur_batch(x, torch.tensor([1.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="batch"):
+        gaussian_blur_batch(x, torch.ones(2))

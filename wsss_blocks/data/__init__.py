@@ -16,7 +16,7 @@ from .mfseg import (
     mfseg_cache_key,
 )
 from .textures import TEXTURE_NAMES, load_texture
-from .views import RANDAUG_OPS, EvalView, WeakStrongViews, apply_randaug_op
+from .views import RANDAUG_OPS, EvalView, WeakStrongViews, apply_randaug_op, gaussian_blur_batch
 from .voc import (
     VOC_CLASSES,
     SegmentationFolder,
@@ -42,6 +42,7 @@ __all__ = [
     "VOCSegmentation",
     "WeakStrongViews",
     "apply_randaug_op",
+    "gaussian_blur_batch",
     "generate_mfseg",
     "labels_from_mask",
     "load_fashion_mnist",
