@@ -232,3 +232,23 @@ def test_batched_blur_matches_torchvision_per_image():
         gaussian_blur_batch(x, torch.tensor([1.0, 0.0, 1.0]))
     with pytest.raises(ValueError, match="batch"):
         gaussian_blur_batch(x, torch.ones(2))
+
+
+def test_batched_randaug_matches_per_image_ops():
+    from wsss_blocks.data import randaug_batch
+
+    n = 2 * len(RANDAUG_OPS)
+    x = torch.rand(n, 3, 10, 12, generator=_gen())
+    ops = [RANDAUG_OPS[i % len(RANDAUG_OPS)] for i in range(n)]
+    mags = torch.randint(1, 10, (n,), generator=_gen(1))
+    signs = torch.where(torch.rand(n, generator=_gen(2)) < 0.5, -1.0, 1.0)
+    y = randaug_batch(x, ops, mags, signs)
+    for i in range(n):
+        ref = apply_randaug_op(x[i], ops[i], int(mags[i]), float(signs[i]))
+        assert torch.allclose(y[i], ref, atol=1e-6), ops[i]
+    with pytest.raises(ValueError, match="B=18"):
+        randaug_batch(x, ops[:-1], mags, signs)
+    with pytest.raises(ValueError, match="magnitudes"):
+        randaug_batch(x, ops, mags * 0, signs)
+    with pytest.raises(ValueError, match="ops"):
+        randaug_batch(x, ["rotate"] * n, mags, signs)

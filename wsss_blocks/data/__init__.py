@@ -16,7 +16,14 @@ from .mfseg import (
     mfseg_cache_key,
 )
 from .textures import TEXTURE_NAMES, load_texture
-from .views import RANDAUG_OPS, EvalView, WeakStrongViews, apply_randaug_op, gaussian_blur_batch
+from .views import (
+    RANDAUG_OPS,
+    EvalView,
+    WeakStrongViews,
+    apply_randaug_op,
+    gaussian_blur_batch,
+    randaug_batch,
+)
 from .voc import (
     VOC_CLASSES,
     SegmentationFolder,
@@ -51,6 +58,7 @@ __all__ = [
     "mfseg_cache_key",
     "read_idx",
     "read_label_png",
+    "randaug_batch",
     "read_split_list",
     "voc_palette",
 ]

@@ -152,6 +152,75 @@ def gaussian_blur_batch(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Ten
     return x.reshape(b, d, h, w)
 
 
+# Ops that blend the image with a "degenerate" image: op(x, f) = clamp(f·x + (1 − f)·op(x, 0)),
+# so one torchvision call with f = 0 serves a batch with a different f per image.
+_BLEND_OPS = {
+    "color": TF.adjust_saturation,
+    "contrast": TF.adjust_contrast,
+    "brightness": TF.adjust_brightness,
+    "sharpness": TF.adjust_sharpness,
+}
+
+
+def randaug_batch(
+    images: torch.Tensor, ops: Sequence[str], magnitudes: torch.Tensor, signs: torch.Tensor
+) -> torch.Tensor:
+    """Apply a different RandAugment-style op to each image of a batch.
+
+    Same result as :func:`apply_randaug_op` image by image, with one call per op
+    rather than per image (torchvision's ops take one factor per call; blend-type ops
+    are rebuilt from their degenerate image, see ``_BLEND_OPS``).
+
+    Args:
+        images: (B, 3, H, W) float in [0, 1].
+        ops: B names from :data:`RANDAUG_OPS`.
+        magnitudes: (B,) integers in [1, 9].
+        signs: (B,) ±1, the direction of the enhancement factors.
+    Returns:
+        (B, 3, H, W) float in [0, 1].
+    Raises:
+        ValueError: on an unknown op, a magnitude outside [1, 9] or mismatched lengths.
+
+    Example:
+        >>> x = torch.rand(2, 3, 8, 8)
+        >>> y = randaug_batch(x, ["identity", "brightness"], torch.tensor([5, 5]),
+        ...                   torch.tensor([1.0, -1.0]))
+        >>> torch.equal(y[0], x[0]), torch.allclose(y[1], x[1] * 0.55)
+        (True, True)
+    """
+    b = images.shape[0]
+    if not (len(ops) == b and magnitudes.shape == (b,) and signs.shape == (b,)):
+        raise ValueError(
+            f"ops, magnitudes and signs must each hold B={b} entries, got {len(ops)}, "
+            f"{tuple(magnitudes.shape)} and {tuple(signs.shape)}"
+        )
+    if b and not bool(((magnitudes >= 1) & (magnitudes <= 9)).all()):
+        raise ValueError(f"magnitudes must lie in [1, 9], got {magnitudes.tolist()}")
+    unknown = set(ops) - set(RANDAUG_OPS)
+    if unknown:
+        raise ValueError(f"ops must come from {RANDAUG_OPS}, got {sorted(unknown)}")
+    out = images.clone()
+    f = (magnitudes.to(images.dtype) / 10.0).to(images.device)
+    signs = signs.to(images.dtype).to(images.device)
+    for op in set(ops) - {"identity"}:
+        idx = torch.tensor([i for i, o in enumerate(ops) if o == op], device=images.device)
+        sub, fi = images[idx], f[idx].view(-1, 1, 1, 1)
+        if op in ("autocontrast", "equalize"):
+            out[idx] = apply_randaug_op(sub, op, 1)
+        elif op == "solarize":
+            out[idx] = torch.where(sub >= 1.0 - fi, 1.0 - sub, sub)  # TF.solarize, per image
+        elif op == "posterize":
+            bits = 8 - torch.round(4 * f[idx]).long()
+            for nb in bits.unique().tolist():
+                sel = idx[bits == nb]
+                out[sel] = TF.posterize(images[sel], nb)
+        else:
+            factor = 1.0 + signs[idx].view(-1, 1, 1, 1) * 0.9 * fi
+            degenerate = _BLEND_OPS[op](sub, 0.0)
+            out[idx] = (factor * sub + (1.0 - factor) * degenerate).clamp_(0.0, 1.0)
+    return out
+
+
 class WeakStrongViews:
     """Batched weak / strong views with shared geometry, for teacher–student training.
 
@@ -271,17 +340,12 @@ class WeakStrongViews:
 
     def _photometric(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        op_idx = torch.randint(len(self.ops), (b,), generator=self.generator).tolist()
+        op_idx = torch.randint(len(self.ops), (b,), generator=self.generator)
         mags = torch.randint(
             self.magnitude[0], self.magnitude[1] + 1, (b,), generator=self.generator
         )
-        signs = torch.where(self._rand(b) < 0.5, -1.0, 1.0).tolist()
-        out = x.clone()
-        for i in range(b):
-            op = self.ops[op_idx[i]]
-            if op != "identity":
-                out[i] = apply_randaug_op(x[i], op, int(mags[i]), signs[i])
-        return out
+        signs = torch.where(self._rand(b) < 0.5, -1.0, 1.0)
+        return randaug_batch(x, [self.ops[i] for i in op_idx.tolist()], mags, signs)
 
     def __call__(
         self,
