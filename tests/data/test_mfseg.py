@@ -138,6 +138,7 @@ def test_no_cache_writes_nothing(fake_fmnist, tmp_path, monkeypatch):
         (dict(num_train=0), "num_samples"),
         (dict(image_size=8), "image_size"),
         (dict(min_objects=3, max_objects=2), "max_objects"),
+        (dict(max_objects=65), "max_objects"),
         (dict(scale_range=(0.5, 0.4)), "scale_range"),
         (dict(scale_range=(0.01, 0.5)), "scale_range"),
         (dict(cooccurrence=1.5), "cooccurrence"),

@@ -70,6 +70,8 @@ def _check_params(p: dict[str, Any]) -> None:
         bad("image_size", "must be >= 16")
     if p["max_objects"] < p["min_objects"]:
         bad("max_objects", f"must be >= min_objects ({p['min_objects']})")
+    if p["max_objects"] > 64:
+        bad("max_objects", "must be <= 64")
     lo, hi = p["scale_range"]
     if not (0.0 < lo <= hi <= 1.0):
         bad("scale_range", "must be (low, high) with 0 < low <= high <= 1")
@@ -162,7 +164,8 @@ def generate_mfseg(
         num_samples: N, number of images.
         image_size: canvas side in pixels (H = W).
         min_objects, max_objects: objects per image, drawn uniformly in this range.
-        scale_range: object side as a fraction of ``image_size``, uniform in (low, high].
+        scale_range: (low, high), object side as a fraction of ``image_size``; the side
+            in pixels is uniform over the integers round(low·H)..round(high·H).
         cooccurrence: p in [0, 1]; with probability p the background is the texture of
             :data:`PREFERRED_TEXTURE` for the top object's class, else uniform over all
             textures, so the tied texture appears with probability p + (1 - p) / T.
@@ -231,10 +234,9 @@ def generate_mfseg(
 
     # Resize objects in groups of equal size (one batched interpolate per size).
     patches: dict[tuple[int, int], np.ndarray] = {}
-    src = fm_images.astype(np.float32) / 255.0
     for size in np.unique(sizes[active]):
         idx = np.argwhere(active & (sizes == size))
-        objs = src[instance[idx[:, 0], idx[:, 1]]]
+        objs = fm_images[instance[idx[:, 0], idx[:, 1]]].astype(np.float32) / 255.0
         objs = np.where(obj_flip[idx[:, 0], idx[:, 1]][:, None, None], objs[:, :, ::-1], objs)
         resized = _resize(np.ascontiguousarray(objs), (int(size), int(size)))
         for (i, k), patch in zip(map(tuple, idx), resized, strict=True):
