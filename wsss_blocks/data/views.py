@@ -5,9 +5,10 @@ The assignment network (teacher) sees the weak view T_w(x), the online network
 pseudo-label made on the weak view lines up pixel for pixel with the strong view; only
 photometric operations differ.
 
-Geometry for a whole batch is one ``torch.nn.functional.grid_sample`` call with a
-per-sample scale/flip/offset grid; the photometric ops come from
-``torchvision.transforms.v2.functional``.
+Everything is batched with per-sample randomness: the geometry is one
+``torch.nn.functional.grid_sample`` call with a per-sample scale/flip/offset grid, the
+blur one grouped convolution, and the photometric ops (from
+``torchvision.transforms.v2.functional``) one call per op type rather than per image.
 """
 
 from __future__ import annotations
