@@ -38,6 +38,7 @@ __all__ = [
 POLICIES = ("paper", "cosa-code")
 _EPS = 10 * torch.finfo(torch.float64).eps  # added to component masses, as scikit-learn does
 _LOG_2PI = math.log(2 * math.pi)
+_RESTART_EVERY = 10  # updates between checks for a dead mixture component (paper policy)
 
 
 def unit_histogram(values: torch.Tensor, bins: int) -> torch.Tensor:
@@ -189,8 +190,23 @@ def em_fit_histogram(
     """
     w = weights.to(torch.float64)
     w = w / w.sum().clamp_min(1e-300)
-    design = _design(centres.to(torch.float64))
+    return _em(w, _design(centres.to(torch.float64)), pi, mu, var, iters, reg_covar, tol)
+
+
+def _em(
+    w: torch.Tensor,
+    design: torch.Tensor,
+    pi: torch.Tensor,
+    mu: torch.Tensor,
+    var: torch.Tensor,
+    iters: int,
+    reg_covar: float,
+    tol: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """EM core of :func:`em_fit_histogram` on normalised weights and a precomputed design."""
     phi = design * w
+    if tol is None and pi.shape[0] == 2:
+        return _em_two(phi, design, pi, mu, var, iters, reg_covar)
     if tol is None:
         for _ in range(iters):
             resp = _responsibilities(_log_coefficients(pi, mu, var), design)
@@ -209,6 +225,37 @@ def em_fit_histogram(
         )
         done = done | ((bound - prev).abs() < tol)
     return pi, mu, var
+
+
+def _em_two(
+    phi: torch.Tensor,
+    design: torch.Tensor,
+    pi: torch.Tensor,
+    mu: torch.Tensor,
+    var: torch.Tensor,
+    iters: int,
+    reg_covar: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two-component EM with as few (tiny) ops per step as possible: per-op overhead, not
+    arithmetic, dominates at 1024 bins. Same updates as :func:`_m_step`; the E-step is a
+    sigmoid of the log-density difference, a quadratic in x."""
+    x2, x = design[0], design[1]
+    phi_total = phi.sum(1)
+    mass = pi  # unnormalised masses suffice: only their ratio enters the E-step
+    for _ in range(iters):
+        inv = var.reciprocal()
+        lin = mu * inv
+        const = torch.addcmul(torch.log(mass * inv.sqrt()), lin, mu, value=-0.5)
+        coef = torch.stack((inv, lin, const))  # (3, 2)
+        d = coef[:, 1] - coef[:, 0]
+        r1 = torch.sigmoid(torch.addcmul(torch.addcmul(d[2], d[1], x), d[0], x2, value=-0.5))
+        s1 = (phi * r1).sum(1)  # (3,): Σ w r x², Σ w r x, Σ w r for component 1
+        s = torch.stack((phi_total - s1, s1), 1)  # (3, 2)
+        mass = s[2] + _EPS
+        moments = s[:2] / mass
+        mu = moments[1]
+        var = torch.addcmul(moments[0], mu, mu, value=-1.0).clamp_min_(0.0).add_(reg_covar)
+    return mass / mass.sum(), mu, var
 
 
 def sheppard_variances(var: torch.Tensor, bin_width: float, reg_covar: float) -> torch.Tensor:
@@ -239,21 +286,17 @@ def gmm_crossing(pi: torch.Tensor, mu: torch.Tensor, std: torch.Tensor) -> torch
     Reference:
         Yang et al., CoSA, ECCV 2024, Eq. (6).
     """
-    lo, hi = torch.argmin(mu), torch.argmax(mu)
-    var = std * std
-    p_lo, p_hi = pi[lo], pi[hi]
-    m_lo, m_hi = mu[lo], mu[hi]
-    v_lo, v_hi = var[lo], var[hi]
-    a = 0.5 / v_lo - 0.5 / v_hi
-    b = m_hi / v_hi - m_lo / v_lo
-    c = (torch.log(p_hi) - 0.5 * torch.log(v_hi) - 0.5 * m_hi * m_hi / v_hi) - (
-        torch.log(p_lo) - 0.5 * torch.log(v_lo) - 0.5 * m_lo * m_lo / v_lo
-    )
-    disc = b * b - 4 * a * c
-    s = torch.sqrt(disc.clamp_min(0.0))
+    order = torch.argsort(mu)
+    p, m, v = torch.stack((pi, mu, std * std))[:, order].unbind()  # background first
+    # f = A x² + B x + C: difference of the two quadratic log densities (fg − bg).
+    a, b, c = (lambda q: q[1] - q[0])(_log_coefficients(p, m, v)).unbind()
+    disc = torch.addcmul(b * b, a, c, value=-4.0)
+    s = disc.clamp_min(0.0).sqrt()
     # Root with f'(r) = +s, in the form without cancellation for either sign of b.
-    root = torch.where(b >= 0, -2 * c / (b + s), (s - b) / (2 * a))
-    ok = (disc >= 0) & torch.isfinite(root) & (root >= m_lo) & (root <= m_hi) & (m_hi > m_lo)
+    root = torch.where(b >= 0, -2.0 * c / (b + s), (s - b) / (2.0 * a))
+    m_lo, m_hi = m.unbind()
+    # Inside [μ_bg, μ_fg] (NaN and ±inf fail the clamp test) and a real root.
+    ok = (disc >= 0) & (root.clamp(m_lo, m_hi) == root)
     return torch.where(ok, root, 0.5 * (m_lo + m_hi))
 
 
@@ -377,7 +420,7 @@ class GMMThresholdSearcher(nn.Module):
         policy: ``"paper"`` or ``"cosa-code"``.
         ema_decay: d in [0, 1); 0 disables smoothing.
         initial_threshold: ξ before any update (and the EMA's start), in [0, 1].
-        em_iters: EM steps per update, ≥ 1; default 10 for ``"paper"`` (warm-started, so
+        em_iters: EM steps per update, ≥ 1; default 5 for ``"paper"`` (warm-started, so
             a few steps track the slowly changing queue) and 100 for ``"cosa-code"`` (the
             official ``max_iter``, restarting every update).
         init_iters: EM steps on the first update when warm-starting, ≥ 0.
@@ -439,7 +482,7 @@ class GMMThresholdSearcher(nn.Module):
         _check_int("bins", bins, 2)
         cosa = policy == "cosa-code"
         if em_iters is None:
-            em_iters = 100 if cosa else 10
+            em_iters = 100 if cosa else 5
         if warm_start is None:
             warm_start = not cosa
         if tol is None and cosa:
@@ -481,6 +524,7 @@ class GMMThresholdSearcher(nn.Module):
         k = 2 if policy == "paper" else 3
         centres = (torch.arange(bins, dtype=f64) + 0.5) / bins
         self.register_buffer("centres", centres, persistent=False)
+        self.register_buffer("design", _design(centres), persistent=False)
         self.register_buffer("ring", torch.zeros(queue_size, bins, dtype=torch.int64))
         self.register_buffer("total", torch.zeros(bins, dtype=torch.int64))
         self.register_buffer("invalid_count", torch.zeros((), dtype=torch.int64))
@@ -573,24 +617,24 @@ class GMMThresholdSearcher(nn.Module):
         w = self.total.to(f64)
         if self.policy == "cosa-code":
             w = torch.where(centres > self.filter_threshold, w, torch.zeros_like(w))
-        has_data = w.sum() > 0
-        w = w / w.sum().clamp_min(1.0)
+        total = w.sum()
+        has_data = total > 0
+        w = w / total.clamp_min(1.0)
         cold = self._seen == 1 or not self.warm_start
         if cold:
             if self.policy == "paper":
-                start = _init_median_split(w, _design(centres), self.reg_covar)
+                start = _init_median_split(w, self.design, self.reg_covar)
             else:
                 start = _init_min_median_max(w, centres)
             iters = self.init_iters if self.warm_start else self.em_iters
         else:
             start = (self.pi.to(f64), self.mu.to(f64), self.var.to(f64))
             iters = self.em_iters
-        pi, mu, var = em_fit_histogram(
-            w, centres, *start, iters=iters, reg_covar=self.reg_covar, tol=self.tol
-        )
-        if self.warm_start and not cold and self.policy == "paper":
-            # A component that died (weight ~0) cannot come back by EM: restart it.
-            restart = _init_median_split(w, _design(centres), self.reg_covar)
+        pi, mu, var = _em(w, self.design, *start, iters, self.reg_covar, self.tol)
+        if not cold and self.policy == "paper" and self._seen % _RESTART_EVERY == 0:
+            # A component whose weight died out cannot grow back by EM: restart from the
+            # median split. Checked every few updates only, as it costs ~20 small ops.
+            restart = _init_median_split(w, self.design, self.reg_covar)
             dead = pi.min() < 1e-3
             pi, mu, var = (
                 torch.where(dead, r, p) for r, p in zip(restart, (pi, mu, var), strict=True)
