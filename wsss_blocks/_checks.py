@@ -37,7 +37,7 @@ def check_float(name: str, t: torch.Tensor) -> None:
 
 def check_finite(name: str, t: torch.Tensor) -> None:
     """Raise if ``t`` holds NaN or ±inf (this synchronises with the device)."""
-    if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+    if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t.detach()).all()):
         raise ValueError(f"{name} must be finite, but it contains NaN or inf")
 
 
@@ -45,7 +45,7 @@ def check_range(name: str, t: torch.Tensor, low: float, high: float) -> None:
     """Raise unless every value of ``t`` lies in ``[low, high]`` (and is finite)."""
     check_finite(name, t)
     if t.numel():
-        lo, hi = float(t.min()), float(t.max())
+        lo, hi = float(t.detach().min()), float(t.detach().max())
         if lo < low or hi > high:
             raise ValueError(
                 f"{name} must lie in [{low}, {high}], got values in [{lo:.4g}, {hi:.4g}]"
@@ -71,16 +71,18 @@ def check_labels(name: str, labels: torch.Tensor, num_classes: int) -> None:
         raise ValueError(f"{name} must be multi-hot (only 0 and 1), got other values")
 
 
-def check_label_map(name: str, target: torch.Tensor, num_classes: int) -> None:
-    """Raise unless ``target`` is integer with values in [0, num_classes) or 255."""
+def check_label_map(
+    name: str, target: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> None:
+    """Raise unless ``target`` is integer with values in [0, num_classes) or ``ignore_index``."""
     if target.is_floating_point() or target.dtype == torch.bool:
         raise ValueError(f"{name} must be an integer tensor, got dtype {target.dtype}")
     if target.numel():
-        bad = (target < 0) | ((target >= num_classes) & (target != IGNORE_INDEX))
+        bad = (target < 0) | ((target >= num_classes) & (target != ignore_index))
         if bool(bad.any()):
             v = int(target[bad][0])
             raise ValueError(
-                f"{name} values must lie in [0, {num_classes - 1}] or be {IGNORE_INDEX}, got {v}"
+                f"{name} values must lie in [0, {num_classes - 1}] or be {ignore_index}, got {v}"
             )
 
 
@@ -92,6 +94,12 @@ def check_positive(name: str, value: float) -> None:
 
 def check_open_unit(name: str, value: float | torch.Tensor) -> None:
     """Raise unless ``value`` (a number or a 0-d tensor) lies strictly inside (0, 1)."""
-    v = float(value) if isinstance(value, torch.Tensor) else value
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(
+                f"{name} must be a number or a 1-element tensor, got shape {tuple(value.shape)}"
+            )
+        value = float(value.detach())
+    v = value
     if not (isinstance(v, (int, float)) and 0.0 < v < 1.0):
         raise ValueError(f"{name} must lie in (0, 1), got {v!r}")

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._checks import check_float, check_labels, check_ndim
+from ._checks import check_finite, check_float, check_labels, check_ndim, check_positive
 
 POOLINGS = ("gmp", "gap")
 
@@ -39,6 +39,7 @@ def pool_cam(cam: torch.Tensor, pooling: str = "gmp") -> torch.Tensor:
     """
     check_ndim("cam", cam, 4, "(B, C, h, w)")
     check_float("cam", cam)
+    check_finite("cam", cam)
     if pooling == "gmp":
         return cam.amax(dim=(2, 3))
     if pooling == "gap":
@@ -75,8 +76,8 @@ def normalize_cam(
     """
     check_ndim("cam", cam, 4, "(B, C, h, w)")
     check_float("cam", cam)
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0, got {eps!r}")
+    check_finite("cam", cam)
+    check_positive("eps", eps)
     cam = F.relu(cam)
     low = cam.amin(dim=(2, 3), keepdim=True)
     high = cam.amax(dim=(2, 3), keepdim=True)
@@ -142,20 +143,26 @@ class TimmFeatures(nn.Module):
             )
         if len(indices) == 0:
             raise ValueError("indices must name at least one layer, got an empty sequence")
-        num_layers = len(model.feature_info) if hasattr(model, "feature_info") else None
-        if num_layers is None or not hasattr(model, "prune_intermediate_layers"):
-            self.indices = [int(i) for i in indices]
-        else:
-            self.indices = [int(i) % num_layers for i in indices]
-            model.prune_intermediate_layers(max(self.indices), prune_head=True)
+        if not hasattr(model, "feature_info"):
+            raise ValueError(f"model {type(model).__name__} has no feature_info (timm >= 1.0)")
+        n = len(model.feature_info)
+        for i in indices:
+            if not -n <= int(i) < n:
+                raise ValueError(f"indices must lie in [-{n}, {n - 1}] for this model, got {i}")
+        self.indices = [int(i) % n for i in indices]
+        # timm returns maps in depth order of the unique indices; remember where each is.
+        self._depth_order = sorted(set(self.indices))
+        if hasattr(model, "prune_intermediate_layers"):
+            model.prune_intermediate_layers(self._depth_order, prune_head=True)
         self.model = model
         self.channels = [int(model.feature_info[i]["num_chs"]) for i in self.indices]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Return one (B, D_k, h_k, w_k) map per requested index, in that order."""
-        return self.model.forward_intermediates(
-            x, indices=self.indices, output_fmt="NCHW", intermediates_only=True
+        maps = self.model.forward_intermediates(
+            x, indices=self._depth_order, output_fmt="NCHW", intermediates_only=True
         )
+        return [maps[self._depth_order.index(i)] for i in self.indices]
 
 
 class CAMExtractor(nn.Module):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import IGNORE_INDEX, check_label_map, check_labels, check_ndim
+from ._checks import IGNORE_INDEX, check_float, check_label_map, check_labels, check_ndim
 
 
 class MeanIoU:
@@ -55,10 +55,12 @@ class MeanIoU:
             raise ValueError(
                 f"pred shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}"
             )
-        check_label_map("target", target, self.num_classes)
-        check_label_map("pred", pred, self.num_classes)
-        if bool((pred == IGNORE_INDEX).any()):
-            raise ValueError(f"pred must lie in [0, {self.num_classes - 1}], got 255")
+        check_label_map("target", target, self.num_classes, self.ignore_index)
+        check_label_map("pred", pred, self.num_classes, self.ignore_index)
+        if bool((pred == self.ignore_index).any()):
+            raise ValueError(
+                f"pred must lie in [0, {self.num_classes - 1}], got {self.ignore_index}"
+            )
         keep = target != self.ignore_index
         idx = target[keep].long().cpu() * self.num_classes + pred[keep].long().cpu()
         self.confusion += torch.bincount(idx, minlength=self.num_classes**2).view(
@@ -102,6 +104,7 @@ def mask_absent_classes(seg_logits: torch.Tensor, labels: torch.Tensor) -> torch
         tensor([[[2]]])
     """
     check_ndim("seg_logits", seg_logits, 4, "(B, C+1, H, W)")
+    check_float("seg_logits", seg_logits)
     check_labels("labels", labels, seg_logits.shape[1] - 1)
     if labels.shape[0] != seg_logits.shape[0]:
         raise ValueError(

@@ -189,7 +189,7 @@ def raw_weights(perplexity: torch.Tensor, valid: torch.Tensor | None = None) -> 
     """
     check_float("perplexity", perplexity)
     check_range("perplexity", perplexity, 0.0, float("inf"))
-    if perplexity.numel() and float(perplexity.min()) <= 0:
+    if perplexity.numel() and float(perplexity.detach().min()) <= 0:
         raise ValueError("perplexity must be > 0 everywhere, got a value <= 0")
     reliability = perplexity.detach().reciprocal()
     if valid is None:
@@ -199,6 +199,8 @@ def raw_weights(perplexity: torch.Tensor, valid: torch.Tensor | None = None) -> 
             f"valid must have perplexity's shape {tuple(perplexity.shape)}, "
             f"got {tuple(valid.shape)}"
         )
+    elif valid.dtype != torch.bool:
+        raise ValueError(f"valid must be a bool mask, got dtype {valid.dtype}")
     reliability = reliability * valid
     count = valid.sum()
     mean = reliability.sum() / count.clamp_min(1)
@@ -246,6 +248,8 @@ def seg_to_spl(
             f"labels batch {labels.shape[0]} differs from seg_logits batch {seg_logits.shape[0]}"
         )
     check_positive("tau", tau)
+    if size is not None and (len(size) != 2 or min(size) < 1):
+        raise ValueError(f"size must be (h, w) with positive sides, got {size!r}")
     logits = seg_logits.detach()
     if size is not None:
         logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)

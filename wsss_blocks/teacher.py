@@ -46,6 +46,7 @@ class EMATeacher(nn.Module):
         self.module = copy.deepcopy(student)
         self.module.eval()
         self.module.requires_grad_(False)
+        self.train(False)
 
     def train(self, mode: bool = True) -> EMATeacher:
         """Keep the teacher in eval mode whatever the caller asks (dropout off, BN frozen)."""
@@ -57,7 +58,8 @@ class EMATeacher(nn.Module):
         """Move the teacher one EMA step towards ``student`` (call after optimiser.step()).
 
         Raises:
-            ValueError: if ``student`` does not have the teacher's parameter/buffer names.
+            ValueError: if ``student`` does not have the teacher's parameter/buffer names,
+                shapes and dtypes.
         """
         t_state = self.module.state_dict()
         s_state = student.state_dict()
@@ -67,6 +69,11 @@ class EMATeacher(nn.Module):
         floats_t, floats_s = [], []
         for name, t in t_state.items():
             s = s_state[name]
+            if s.shape != t.shape or s.dtype != t.dtype:
+                raise ValueError(
+                    f"student tensor {name!r} has shape {tuple(s.shape)} / {s.dtype}, the "
+                    f"teacher's has {tuple(t.shape)} / {t.dtype}"
+                )
             if t.is_floating_point():
                 floats_t.append(t)
                 floats_s.append(s.detach())

@@ -53,7 +53,6 @@ def test_pool_cam_bad_input():
         pool_cam(torch.zeros(1, 2, 3, 4), "avg")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: pool_cam does not check_finite(cam); NaN leaks")
 def test_pool_cam_rejects_non_finite():
     with pytest.raises(ValueError, match="cam"):
         pool_cam(torch.tensor([[[[float("nan"), 1.0]]]]))
@@ -139,17 +138,11 @@ def test_normalize_cam_bad_input():
         normalize_cam(torch.zeros(1, 2, 3, 4), torch.ones(2))  # wrong rank
 
 
-@pytest.mark.xfail(
-    strict=True, reason="bug: normalize_cam does not check_finite(cam); inf gives a NaN map"
-)
 def test_normalize_cam_rejects_non_finite():
     with pytest.raises(ValueError, match="cam"):
         normalize_cam(torch.tensor([[[[float("inf"), 1.0]]]]))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="bug: normalize_cam accepts eps=inf (its own check, not check_positive)"
-)
 def test_normalize_cam_rejects_infinite_eps():
     with pytest.raises(ValueError, match="eps"):
         normalize_cam(torch.rand(1, 1, 2, 2), eps=float("inf"))

@@ -163,20 +163,12 @@ def test_timm_features_bad_input():
         TimmFeatures(torch.nn.Linear(2, 2), indices=(0,))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: out-of-range indices wrap around modulo the layer count instead of raising",
-)
 @pytest.mark.parametrize("index", [3, -4, 7])
 def test_timm_features_out_of_range_index_raises(index):
     with pytest.raises(ValueError, match="indices"):
         TimmFeatures(VIT, indices=(index,), pretrained=False, img_size=64, depth=3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: prune_intermediate_layers(int) means 'keep the last n' in timm; index 0 asserts",
-)
 def test_timm_features_first_block():
     model = _vit(64, depth=3)
     ref = copy.deepcopy(model).eval()
@@ -185,11 +177,6 @@ def test_timm_features_first_block():
     torch.testing.assert_close(first.detach(), _tokens_to_grid(_block_tokens(ref, 0, x), 1, 4, 4))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: layers deeper than the last index are not pruned (int passed to "
-    "prune_intermediate_layers is read as 'last n')",
-)
 def test_timm_features_prunes_deeper_layers():
     vit = TimmFeatures(VIT, indices=(1,), pretrained=False, img_size=64, depth=4)
     assert len(vit.model.blocks) == 2
@@ -197,21 +184,12 @@ def test_timm_features_prunes_deeper_layers():
     assert sum(p.numel() for p in cnn.model.layer3.parameters()) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: TimmFeatures returns maps in depth order, not in the requested order",
-)
 def test_timm_features_keeps_requested_order():
     feats = TimmFeatures("resnet18", indices=(3, 2), **R18).eval()
     deep, shallow = feats(torch.randn(1, 3, 64, 64))
     assert deep.shape == (1, 256, 4, 4) and shallow.shape == (1, 128, 8, 8)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: early_index deeper than last_index builds the classifier for one map and "
-    "applies it to the other (RuntimeError); should work or raise ValueError",
-)
 def test_cam_extractor_early_deeper_than_last():
     try:
         ext = CAMExtractor("resnet18", 2, last_index=2, early_index=3, **R18)

@@ -113,11 +113,6 @@ def test_check_open_unit(bad):
         check_open_unit("threshold", bad)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: check_range calls float() on a tensor that requires grad (no .detach()), "
-    "which emits a UserWarning, e.g. perplexity() on a differentiable confidence",
-)
 def test_check_range_quiet_on_tensors_that_require_grad():
     import warnings
 

@@ -53,9 +53,6 @@ def test_largefov_bad_sizes(name):
         LargeFOV(**kwargs)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="bug: LargeFOV.forward does not validate features (RuntimeError)"
-)
 def test_largefov_wrong_channels_raise_value_error():
     with pytest.raises(ValueError, match="features"):
         LargeFOV(4, 3, width=8)(torch.zeros(1, 5, 6, 6))

@@ -402,29 +402,16 @@ def test_cpl_dual_low_above_high():
         cam_to_cpl_dual(torch.rand(1, 2, 3, 3), torch.ones(1, 2), low=0.8, high=0.3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a multi-element threshold tensor raises a ValueError from float() that "
-    "does not name 'threshold'",
-)
 def test_cpl_threshold_tensor_with_many_elements():
     with pytest.raises(ValueError, match="threshold"):
         cam_to_cpl(torch.rand(1, 2, 3, 3), torch.ones(1, 2), torch.tensor([0.3, 0.4]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: raw_weights does not check that valid is a bool/0-1 mask; a mask holding 2 "
-    "is used as a multiplier and the weights no longer average to 1",
-)
 def test_raw_weights_rejects_non_binary_valid():
     with pytest.raises(ValueError, match="valid"):
         raw_weights(torch.ones(2), torch.tensor([2.0, 0.0]))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="bug: seg_to_spl does not validate size; (0, 3) raises RuntimeError"
-)
 @pytest.mark.parametrize("size", [(0, 3), (-1, 2)])
 def test_seg_to_spl_bad_size(size):
     with pytest.raises(ValueError, match="size"):

@@ -119,11 +119,6 @@ def test_bad_input():
         raw_cam2seg_loss(seg, cpl, -torch.ones(2, 4, 4))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: check_label_map accepts any integer dtype but F.cross_entropy needs int64; "
-    "uint8/int32 CPL raise RuntimeError",
-)
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int32])
 def test_cpl_narrow_integer_dtypes(dtype):
     seg, cpl = torch.randn(1, 3, 2, 2), torch.tensor([[[0, 2], [255, 1]]])

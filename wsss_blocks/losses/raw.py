@@ -47,6 +47,7 @@ def raw_cam2seg_loss(
     if tuple(cpl.shape) != expected:
         raise ValueError(f"cpl must have shape {expected}, got {tuple(cpl.shape)}")
     check_label_map("cpl", cpl, seg_logits.shape[1])
+    cpl = cpl.long()  # uint8/int32 masks are fine as input; cross_entropy needs int64
     ce = F.cross_entropy(seg_logits, cpl, ignore_index=IGNORE_INDEX, reduction="none")
     valid = cpl != IGNORE_INDEX
     if weights is not None:
@@ -56,7 +57,7 @@ def raw_cam2seg_loss(
             )
         check_float("weights", weights)
         check_finite("weights", weights)
-        if weights.numel() and float(weights.min()) < 0:
+        if weights.numel() and float(weights.detach().min()) < 0:
             raise ValueError("weights must be >= 0, got a negative value")
         ce = ce * weights.detach().to(ce.dtype)
     return (ce * valid).sum() / valid.sum().clamp_min(1)

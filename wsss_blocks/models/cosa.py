@@ -46,6 +46,7 @@ class LargeFOV(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
+        self.in_channels = in_channels
         for name, v in (
             ("in_channels", in_channels),
             ("num_classes", num_classes),
@@ -66,6 +67,11 @@ class LargeFOV(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(B, D, h, w) float → (B, num_classes, h, w) logits."""
+        check_ndim("features", features, 4, "(B, D, h, w)")
+        if features.shape[1] != self.in_channels:
+            raise ValueError(
+                f"features must have {self.in_channels} channels, got shape {tuple(features.shape)}"
+            )
         return self.body(features)
 
 
@@ -156,5 +162,10 @@ class CoSANet(nn.Module):
 
 
 def upsample(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of a (B, K, h, w) map to ``size`` (align_corners=False)."""
+    """Bilinear resize of a (B, K, h, w) float map to ``size`` = (H, W) (align_corners=False).
+
+    Raises:
+        ValueError: if ``t`` is not 4-D.
+    """
+    check_ndim("t", t, 4, "(B, K, h, w)")
     return F.interpolate(t, size=size, mode="bilinear", align_corners=False)

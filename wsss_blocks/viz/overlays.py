@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._checks import IGNORE_INDEX, check_ndim
+from .._checks import IGNORE_INDEX, check_label_map, check_ndim
 
 
 def label_palette(num_classes: int) -> np.ndarray:
@@ -39,6 +39,7 @@ def label_palette(num_classes: int) -> np.ndarray:
 def colorize_labels(labels: torch.Tensor, num_classes: int) -> np.ndarray:
     """(H, W) integer label map (0..K-1 or 255) → (H, W, 3) uint8 RGB image."""
     check_ndim("labels", labels, 2, "(H, W)")
+    check_label_map("labels", labels, num_classes)
     return label_palette(num_classes)[labels.cpu().numpy().astype(np.int64)]
 
 
