@@ -8,8 +8,10 @@ Each block takes tensors and returns tensors; import only what you need::
 from ._checks import IGNORE_INDEX
 from .cam import CAMExtractor, CAMOutput, TimmFeatures, normalize_cam, pool_cam
 from .losses import classification_loss, raw_cam2seg_loss, seg2cam_loss
+from .losses.contrastive import contrastive_separation_loss
 from .metrics import MeanIoU, mask_absent_classes
 from .models import CoSANet, LargeFOV
+from .ops.contrastive import csc_implementation
 from .pseudo_labels import (
     cam_confidence,
     cam_to_cpl,
@@ -19,6 +21,7 @@ from .pseudo_labels import (
     seg_to_spl,
 )
 from .teacher import EMATeacher
+from .threshold import GMMThresholdSearcher
 
 __version__ = "0.1.0"
 
@@ -32,6 +35,9 @@ __all__ = [
     "classification_loss",
     "raw_cam2seg_loss",
     "seg2cam_loss",
+    "contrastive_separation_loss",
+    "csc_implementation",
+    "GMMThresholdSearcher",
     "MeanIoU",
     "mask_absent_classes",
     "CoSANet",

@@ -31,11 +31,13 @@ from wsss_blocks import (
     IGNORE_INDEX,
     CoSANet,
     EMATeacher,
+    GMMThresholdSearcher,
     MeanIoU,
     cam_confidence,
     cam_to_cpl,
     cam_to_cpl_dual,
     classification_loss,
+    contrastive_separation_loss,
     mask_absent_classes,
     normalize_cam,
     perplexity,
@@ -44,11 +46,8 @@ from wsss_blocks import (
     seg2cam_loss,
     seg_to_spl,
 )
-from wsss_blocks.data.mfseg import MFSeg
-from wsss_blocks.data.views import WeakStrongViews
-from wsss_blocks.losses.contrastive import contrastive_separation_loss
+from wsss_blocks.data import MFSeg, WeakStrongViews
 from wsss_blocks.models import upsample
-from wsss_blocks.threshold import GMMThresholdSearcher
 from wsss_blocks.viz import save_overlay_grid
 from wsss_blocks.viz.threshold import plot_threshold_diagnostics
 
