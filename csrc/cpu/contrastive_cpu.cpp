@@ -142,14 +142,35 @@ void pass_positives(const at::Tensor& x, const int64_t* lab, T inv_tau, const T*
         for (int64_t r = 0; r < ni; ++r) {
           const T* row = t + r * kColTile;
           const int64_t i = i0 + r, li = lab[i];
+          const int64_t* lj = lab + j0;
           const T nui = nu[i];
-          for (int64_t c = 0; c < nj; ++c) {
-            if (lab[j0 + c] != li || j0 + c == i) continue;
+          // Branch-free over the whole tile row so the loop vectorises; non-positives
+          // (other label, or the anchor itself) get weight 0 (softplus and sigmoid are
+          // finite, so multiplying by 0 is safe).
+          T asp[kLanes] = {}, asg[kLanes] = {}, acn[kLanes] = {};
+          int64_t c = 0;
+          for (; c + kLanes <= nj; c += kLanes) {
+            for (int k = 0; k < kLanes; ++k) {
+              const T w = (lj[c + k] == li ? T(1) : T(0)) * (j0 + c + k == i ? T(0) : T(1));
+              T softplus, sigmoid;
+              csc::softplus_sigmoid(nui - row[c + k] * inv_tau, softplus, sigmoid);
+              asp[k] += w * softplus;
+              asg[k] += w * sigmoid;
+              acn[k] += w;
+            }
+          }
+          for (; c < nj; ++c) {
+            const T w = (lj[c] == li ? T(1) : T(0)) * (j0 + c == i ? T(0) : T(1));
             T softplus, sigmoid;
             csc::softplus_sigmoid(nui - row[c] * inv_tau, softplus, sigmoid);
-            sp[r] += softplus;
-            sg[r] += sigmoid;
-            cnt[r] += T(1);
+            asp[0] += w * softplus;
+            asg[0] += w * sigmoid;
+            acn[0] += w;
+          }
+          for (int k = 0; k < kLanes; ++k) {
+            sp[r] += asp[k];
+            sg[r] += asg[k];
+            cnt[r] += acn[k];
           }
         }
       }

@@ -3,6 +3,8 @@
 Skips cleanly when the extension is not built; CUDA twins skip without a GPU.
 """
 
+import os
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -238,3 +240,11 @@ def test_kernel_impl_rejects_large_d():
     # auto falls back to the reference for D > 1024
     loss = contrastive_separation_loss(torch.randn(3, 1025), torch.tensor([0, 0, 1]))
     assert torch.isfinite(loss)
+
+
+@pytest.mark.skipif(
+    os.environ.get("FORCE_CUDA", "0") != "1", reason="only where the build forced CUDA (CI)"
+)
+def test_cuda_kernel_registered_when_forced():
+    """A FORCE_CUDA=1 build must carry the CUDA kernels even on a machine without a GPU."""
+    assert csc_implementation("cuda") == "kernel-cuda"
