@@ -1,0 +1,410 @@
+"""AuxSegNet-style example: classification + saliency + segmentation with cross-task affinity.
+
+    python examples/auxsegnet/train.py                          # default config
+    python examples/auxsegnet/train.py --set train.stage_iterations=50 --set train.stages=2
+
+Built from the same wsss_blocks as the CoSA example (CAM extraction, EMA teacher, CAM
+normalisation, losses, mIoU, MF-Seg data and views) plus the affinity and saliency
+blocks. Following Xu et al., AuxSegNet, ICCV 2021 (Sec. 3):
+
+* one shared timm backbone; a CAM classifier (image logits, CAM M), a saliency head
+  (logit map Z) and a segmentation head (logits S, C+1 channels);
+* each head's hidden features give a non-local affinity; the two are fused with
+  learned weights into the cross-task affinity A, which refines S and Z (A·S, A·Z);
+* stage 0 (warm-up) trains classification and saliency; after every stage the whole
+  train split gets new pseudo-labels from the refined outputs: the CAM refined by A
+  fused with a saliency map (the mean of σ(A·Z) and the fixed saliency input);
+* stage k ≥ 1: L = L_cls + CE(S, Y) + CE(A·S, Y) + BCE(Z, s) + BCE(A·Z, s).
+
+The fixed saliency input is a folder of maps (as AuxSegNet users bring DSS maps) or a
+classical estimator computed once and cached (default: the border prior).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import yaml
+from tqdm import tqdm
+
+from wsss_blocks import (
+    IGNORE_INDEX,
+    CAMExtractor,
+    EMATeacher,
+    LargeFOV,
+    MeanIoU,
+    classification_loss,
+    normalize_cam,
+    raw_cam2seg_loss,
+)
+from wsss_blocks.affinity import CrossTaskAffinityFusion, NonLocalAffinity, propagate
+from wsss_blocks.data.views import WeakStrongViews
+from wsss_blocks.models import upsample
+from wsss_blocks.models.cosa import IMAGENET_MEAN, IMAGENET_STD
+from wsss_blocks.saliency import (
+    cached_saliency,
+    fuse_cam_saliency,
+    load_saliency_maps,
+    saliency_loss,
+)
+from wsss_blocks.viz import save_overlay_grid
+
+
+def _cosa_trainer():
+    """The sibling CoSA trainer, for its config loader, MF-Seg builder and helpers."""
+    path = Path(__file__).resolve().parents[1] / "cosa" / "train.py"
+    spec = importlib.util.spec_from_file_location("_wsss_examples_cosa_train", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_cosa = _cosa_trainer()
+load_config = _cosa.load_config  # YAML + `base:` + `--set section.key=value`
+build_data = _cosa.build_data  # the same cached MF-Seg splits as the CoSA example
+autocast = _cosa.autocast
+save_checkpoint = _cosa.save_checkpoint
+
+LOSS_WEIGHTS = ("cls", "seg", "seg_refined", "sal", "sal_refined")
+
+# ---------------------------------------------------------------------------- network
+
+
+class AuxOutput(NamedTuple):
+    """Network outputs at the feature grid h × w (N = h·w).
+
+    logits (B, C); cam (B, C, h, w) raw; seg (B, C+1, h, w) and sal (B, 1, h, w) logits;
+    affinity (B, N, N) cross-task, row-stochastic; seg_refined = A·S; sal_refined = A·Z.
+    """
+
+    logits: torch.Tensor
+    cam: torch.Tensor
+    seg: torch.Tensor
+    sal: torch.Tensor
+    affinity: torch.Tensor
+    seg_refined: torch.Tensor
+    sal_refined: torch.Tensor
+
+
+def _head(head: LargeFOV, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A LargeFOV head split into its hidden features (for the affinity) and its logits."""
+    hidden = head.body[:-1](features)
+    return hidden, head.body[-1](hidden)
+
+
+class AuxSegNet(nn.Module):
+    """Shared timm backbone, CAM classifier, saliency and segmentation heads, cross-task
+    affinity. Input: (B, 3, H, W) float in [0, 1] (normalised inside)."""
+
+    def __init__(self, num_classes: int, m: dict):
+        super().__init__()
+        self.cam_extractor = CAMExtractor(
+            m["backbone"], num_classes, m["last_index"], None, m["pooling"],
+            pretrained=m["pretrained"], output_stride=m["output_stride"],
+        )  # fmt: skip
+        d, width = self.cam_extractor.feature_channels, m["head_width"]
+        self.seg_head = LargeFOV(d, num_classes + 1, width, m["head_dilation"])
+        self.sal_head = LargeFOV(d, 1, width, m["head_dilation"])
+        self.seg_affinity = NonLocalAffinity(width, m["key_channels"])
+        self.sal_affinity = NonLocalAffinity(width, m["key_channels"])
+        self.fusion = CrossTaskAffinityFusion(2)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        return list(self.cam_extractor.features.parameters())
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        ids = {id(p) for p in self.backbone_parameters()}
+        return [p for p in self.parameters() if id(p) not in ids]
+
+    def forward(self, images: torch.Tensor) -> AuxOutput:
+        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        out = self.cam_extractor(x)
+        f_seg, seg = _head(self.seg_head, out.features)
+        f_sal, sal = _head(self.sal_head, out.features)
+        affinity = self.fusion(self.seg_affinity(f_seg), self.sal_affinity(f_sal))
+        return AuxOutput(
+            out.logits, out.cam, seg, sal, affinity,
+            propagate(affinity, seg), propagate(affinity, sal),
+        )  # fmt: skip
+
+
+# ------------------------------------------------------------------- saliency input
+
+
+def saliency_input(cfg: dict, images: torch.Tensor) -> tuple[torch.Tensor, str]:
+    """The fixed saliency of the train split, (N, H, W) float in [0, 1], and its origin."""
+    s = cfg["saliency"]
+    if s["source"] == "directory":
+        if not s["directory"]:
+            raise ValueError("saliency.source=directory needs saliency.directory")
+        names = [f"{i:05d}" for i in range(images.shape[0])]
+        maps = load_saliency_maps(s["directory"], names, size=tuple(images.shape[-2:]))
+        return maps, str(s["directory"])
+    kwargs = {}
+    if s["source"] == "border_prior":
+        kwargs = {"border": s["border"], "regularization": s["regularization"]}
+    maps, path = cached_saliency(images, s["source"], **kwargs)
+    return maps, str(path)
+
+
+# ---------------------------------------------------------------------- pseudo-labels
+
+
+@torch.no_grad()
+def pseudo_labels(net, images, labels, sal_input, cfg, refine: bool):
+    """Segmentation pseudo-labels Y (N, H, W) int64 and saliency labels s (N, H, W) in
+    [0, 1] for a whole split, from the net's (refined) CAM and saliency outputs."""
+    p = cfg["pseudo_labels"]
+    net.eval()
+    ys, ss = [], []
+    bs = cfg["eval"]["batch_size"]
+    for i in range(0, images.shape[0], bs):
+        x = images[i : i + bs].float() / 255
+        lab = labels[i : i + bs]
+        size = x.shape[-2:]
+        with autocast(cfg["train"]["bf16"]):
+            out = net(x)
+        cam = normalize_cam(out.cam.float(), lab)  # (B, C, h, w) in [0, 1]
+        sal = sal_input[i : i + bs]
+        if refine:
+            affinity = out.affinity.float()
+            cam = normalize_cam(propagate(affinity, cam, p["propagation_steps"]), lab)
+            z = propagate(affinity, out.sal.float(), p["propagation_steps"])
+            sal = (
+                p["saliency_mix"] * torch.sigmoid(upsample(z, size)[:, 0])
+                + (1 - p["saliency_mix"]) * sal
+            )
+        # Bilinear resizing is convex; the clamp only absorbs float rounding.
+        cam = upsample(cam, size).clamp(0.0, 1.0)
+        sal = sal.clamp(0.0, 1.0)
+        y = fuse_cam_saliency(cam, lab, sal, p["cam_threshold"], p["saliency_threshold"])
+        ys.append(y)
+        ss.append(sal)
+    return torch.cat(ys), torch.cat(ss)
+
+
+def miou_of(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:
+    """mIoU of label maps, pixels labelled 255 in ``pred`` counted as background (honest
+    pseudo-label quality: an ignored pixel is not a correct one)."""
+    m = MeanIoU(num_classes)
+    m.update(torch.where(pred == IGNORE_INDEX, torch.zeros_like(pred), pred), target.long())
+    return m.compute()["miou"]
+
+
+def pack(y: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Pack a label map and a saliency map into one integer map so that the views move
+    them with one geometry: value = Y·256 + round(254·s) (255 stays free)."""
+    return y.long() * 256 + (s * 254 + 0.5).long()
+
+
+def unpack(packed: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of :func:`pack` on a view; padding (``valid`` False) becomes Y = 255."""
+    y = torch.where(valid, packed // 256, torch.full_like(packed, IGNORE_INDEX))
+    return y, (packed % 256).float().div_(254).clamp_(0, 1) * valid
+
+
+# ------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(net, val_set, cfg, out_dir: Path, stage: int) -> dict:
+    """Segmentation mIoU on val for S and for the refined A·S, and an overlay PNG."""
+    net.eval()
+    k = val_set.num_classes + 1
+    plain, refined = MeanIoU(k), MeanIoU(k)
+    images, masks, labels = val_set.tensors()
+    bs = cfg["eval"]["batch_size"]
+    for i in range(0, len(val_set), bs):
+        x = images[i : i + bs].float() / 255
+        with autocast(cfg["train"]["bf16"]):
+            out = net(x)
+        gt = masks[i : i + bs].long()
+        plain.update(upsample(out.seg.float(), x.shape[-2:]).argmax(1), gt)
+        refined.update(upsample(out.seg_refined.float(), x.shape[-2:]).argmax(1), gt)
+    result = {
+        "val_seg_miou": plain.compute()["miou"],
+        "val_refined_miou": refined.compute()["miou"],
+    }
+
+    n = cfg["eval"]["num_overlays"]
+    if n:
+        x = images[:n].float() / 255
+        lab, gt = labels[:n], masks[:n].long()
+        with autocast(cfg["train"]["bf16"]):
+            out = net(x)
+        size = x.shape[-2:]
+        cam = upsample(normalize_cam(out.cam.float(), lab), size).clamp(0, 1)
+        sal = torch.sigmoid(upsample(out.sal_refined.float(), size)[:, 0])
+        p = cfg["pseudo_labels"]
+        panels = {
+            "saliency": (sal >= p["saliency_threshold"]).long(),
+            "PL": fuse_cam_saliency(cam, lab, sal, p["cam_threshold"], p["saliency_threshold"]),
+            "prediction": upsample(out.seg.float(), size).argmax(1),
+            "refined": upsample(out.seg_refined.float(), size).argmax(1),
+            "GT": gt,
+        }
+        save_overlay_grid(out_dir / "overlays" / f"stage_{stage}.png", x, cam.amax(1), panels, k)
+    return result
+
+
+# ------------------------------------------------------------------------------- main
+
+
+def lr_factor(step: int, total: int, t: dict) -> float:
+    """Linear warm-up, then poly decay over all stages: a factor in [0, 1]."""
+    if step < t["lr_warmup_iterations"]:
+        return (step + 1) / t["lr_warmup_iterations"]
+    return (1 - step / total) ** t["poly_power"]
+
+
+def step_losses(model, batch, weights: dict, stage: int, bf16: bool) -> dict:
+    """Loss terms of one batch; stage 0 (warm-up) trains classification and saliency."""
+    x, labels, y, s, valid = batch
+    size = x.shape[-2:]
+    with autocast(bf16):
+        out = model(x)
+    terms = {"cls": classification_loss(out.logits.float(), labels)}
+    if weights["sal"]:
+        terms["sal"] = saliency_loss(upsample(out.sal.float(), size), s, valid)
+    if weights["sal_refined"]:
+        terms["sal_refined"] = saliency_loss(upsample(out.sal_refined.float(), size), s, valid)
+    if stage > 0:
+        if weights["seg"]:
+            terms["seg"] = raw_cam2seg_loss(upsample(out.seg.float(), size), y)
+        if weights["seg_refined"]:
+            terms["seg_refined"] = raw_cam2seg_loss(upsample(out.seg_refined.float(), size), y)
+    return terms
+
+
+def train(cfg: dict) -> dict:
+    """Train all stages as ``cfg`` says; returns the final metrics and the per-stage
+    history (also written to ``output_dir/metrics.json``)."""
+    torch.set_num_threads(cfg["threads"])
+    torch.manual_seed(cfg["seed"])
+    np.random.seed(cfg["seed"])
+    random.seed(cfg["seed"])
+    out_dir = Path(cfg["output_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "config.yaml", "w") as f:
+        yaml.safe_dump(cfg, f)
+
+    t0 = time.time()
+    train_set, val_set = build_data(cfg)
+    images, masks, labels = train_set.tensors()
+    sal_input, sal_origin = saliency_input(cfg, images)
+    print(f"data: {train_set!r}\n      {val_set!r}\nsaliency: {sal_origin} "
+          f"({time.time() - t0:.1f} s)")  # fmt: skip
+    num_classes = train_set.num_classes + 1
+
+    t, w, bf16 = cfg["train"], cfg["loss"], cfg["train"]["bf16"]
+    model = AuxSegNet(train_set.num_classes, cfg["model"])
+    if t["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    teacher = EMATeacher(model, t["ema_momentum"]) if t["use_teacher"] else None
+    eval_net = teacher.module if teacher is not None else model
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": model.backbone_parameters(), "lr": t["lr"]},
+            {"params": model.head_parameters(), "lr": t["lr"] * t["head_lr_mult"]},
+        ],
+        weight_decay=t["weight_decay"],
+    )
+    total = t["warmup_iterations"] + t["stages"] * t["stage_iterations"]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, t))
+    views = WeakStrongViews(cfg["data"]["crop_size"], scale=tuple(cfg["data"]["view_scale"]))
+    weights = {k: float(w[k]) for k in LOSS_WEIGHTS}
+
+    # Stage 0 trains saliency on the input maps; no segmentation label exists yet.
+    y_all = torch.full_like(masks, IGNORE_INDEX, dtype=torch.long)
+    s_all = sal_input
+    history, step = [], 0
+    fg = (masks > 0).float()
+    for stage in range(t["stages"] + 1):
+        ts = time.time()
+        record = {"stage": stage}
+        if stage > 0:  # new pseudo-labels from the last stage's (refined) outputs
+            refine = stage > 1 or cfg["pseudo_labels"]["refine_first"]
+            y_all, s_all = pseudo_labels(eval_net, images, labels, sal_input, cfg, refine)
+            record["train_pl_miou"] = miou_of(y_all, masks, num_classes)
+            record["train_pl_ignored"] = float((y_all == IGNORE_INDEX).float().mean())
+            s_bin = s_all >= cfg["pseudo_labels"]["saliency_threshold"]
+            record["train_saliency_iou"] = float((s_bin * fg).sum() / ((s_bin + fg) > 0).sum())
+            tqdm.write(f"stage {stage}: pseudo-labels mIoU (train) "
+                       f"{100 * record['train_pl_miou']:.1f}%, "
+                       f"ignored {100 * record['train_pl_ignored']:.1f}%, saliency IoU "
+                       f"{100 * record['train_saliency_iou']:.1f}%", file=sys.stdout)  # fmt: skip
+        packed_all = pack(y_all, s_all)
+        iters = t["warmup_iterations"] if stage == 0 else t["stage_iterations"]
+        bar = tqdm(range(iters), desc=f"auxsegnet stage {stage}", dynamic_ncols=True,
+                   file=sys.stdout)  # fmt: skip
+        for _ in bar:
+            model.train()
+            idx = torch.randint(0, len(train_set), (t["batch_size"],))
+            _, x, packed, valid = views(
+                images[idx].float() / 255, packed_all[idx], return_valid=True
+            )
+            y, s = unpack(packed, valid)
+            if t["channels_last"]:
+                x = x.contiguous(memory_format=torch.channels_last)
+            terms = step_losses(model, (x, labels[idx], y, s, valid), weights, stage, bf16)
+            loss = sum(weights[k] * v for k, v in terms.items())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at step {step}: {terms}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            if teacher is not None:
+                teacher.update(model)
+            if step % 10 == 0:
+                bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in terms.items()},
+                                refresh=False)  # fmt: skip
+            step += 1
+        bar.close()
+        record.update(evaluate(eval_net, val_set, cfg, out_dir, stage))
+        record["fusion_weights"] = model.fusion.weights.detach().tolist()
+        record["minutes"] = (time.time() - ts) / 60
+        history.append(record)
+        tqdm.write(f"stage {stage}: segmentation mIoU (val) {100 * record['val_seg_miou']:.1f}% "
+                   f"(refined A.S {100 * record['val_refined_miou']:.1f}%), "
+                   f"{record['minutes']:.1f} min", file=sys.stdout)  # fmt: skip
+        save_checkpoint(out_dir / "checkpoint.pt", {
+            "model": model.state_dict(),
+            "teacher": teacher.state_dict() if teacher is not None else None,
+            "stage": stage, "step": step, "history": history, "config": cfg,
+        })  # fmt: skip
+    final = {**history[-1], "minutes": (time.time() - t0) / 60, "method": cfg["method"]}
+    with open(out_dir / "metrics.json", "w") as f:
+        json.dump({"final": final, "history": history}, f, indent=1)
+    return final
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=str(Path(__file__).parent / "configs/default.yaml"))
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value (repeatable)")  # fmt: skip
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.set)
+    final = train(cfg)
+    print(
+        f"\nFINAL (auxsegnet, {final['minutes']:.1f} min): segmentation mIoU (val) "
+        f"{100 * final['val_seg_miou']:.1f}% (refined {100 * final['val_refined_miou']:.1f}%)"
+    )
+    return final
+
+
+if __name__ == "__main__":
+    main()
