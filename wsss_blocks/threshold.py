@@ -62,19 +62,25 @@ def unit_histogram(values: torch.Tensor, bins: int) -> torch.Tensor:
     check_tensor("values", values)
     check_float("values", values)
     flat = values.detach().reshape(-1)
-    # float32 counts are exact below 2**24 per bin; beyond that count in float64.
-    if flat.dtype in (torch.float16, torch.bfloat16) or (
-        flat.dtype == torch.float32 and flat.numel() >= 2**24
-    ):
-        flat = flat.to(torch.float64 if flat.numel() >= 2**24 else torch.float32)
-    if flat.device.type != "cpu" and torch.are_deterministic_algorithms_enabled():
-        # histc on CUDA is flagged non-deterministic; an accumulate index_put is not.
+    if flat.dtype in (torch.float16, torch.bfloat16):
+        flat = flat.float()
+    if flat.device.type == "cpu" or torch.are_deterministic_algorithms_enabled():
+        # Bin index floor(v·bins) (v = 1 joins the last bin); invalid values go to slot
+        # ``bins``. On the CPU, bincount is a serial loop: histc splits even a few thousand
+        # values across threads, which stalls by milliseconds on a busy machine. On CUDA,
+        # bincount would read its output size back to the host, so an accumulating
+        # index_put (deterministic, unlike histc) is used instead.
         valid = (flat >= 0) & (flat <= 1)
         idx = (flat * bins).to(torch.int64).clamp_(0, bins - 1)
-        idx = torch.where(valid, idx, torch.full_like(idx, bins))
+        idx = torch.where(valid, idx, bins)
+        if flat.device.type == "cpu":
+            return torch.bincount(idx, minlength=bins + 1)
         out = torch.zeros(bins + 1, dtype=torch.int64, device=flat.device)
         return out.index_put_((idx,), torch.ones_like(idx), accumulate=True)
-    # histc ignores values outside [min, max] and NaN; the last bin is closed on the right.
+    # histc skips values outside [min, max] and NaN; the last bin is closed on the right.
+    # Its float counts are exact up to 2**24 per bin, hence float64 for larger batches.
+    if flat.numel() >= 2**24:
+        flat = flat.double()
     counts = torch.histc(flat, bins=bins, min=0.0, max=1.0).to(torch.int64)
     invalid = (flat.numel() - counts.sum()).reshape(1)
     return torch.cat((counts, invalid))
@@ -101,41 +107,36 @@ def _log_coefficients(pi: torch.Tensor, mu: torch.Tensor, var: torch.Tensor) -> 
 
 
 def _log_densities(coef: torch.Tensor, design: torch.Tensor) -> list[torch.Tensor]:
-    """Per component k, the (bins,) log(π_k N(x | μ_k, σ²_k)) from its coefficients."""
-    x2, x = design[0], design[1]
-    return [torch.addcmul(torch.addcmul(c[2], c[1], x), c[0], x2) for c in coef]
+    """Per component k, the (bins,) log(π_k N(x | μ_k, σ²_k)) from its (K, 3) coefficients."""
+    return list((coef.unsqueeze(2) * design).sum(1).unbind())
 
 
-def _logsumexp_rows(logs: list[torch.Tensor]) -> torch.Tensor:
-    """Element-wise log Σ_k exp(logs[k]) (see :func:`_responsibilities` for why not logsumexp)."""
-    top = logs[0]
-    for log in logs[1:]:
-        top = torch.maximum(top, log)
-    total = torch.exp(logs[0] - top)
-    for log in logs[1:]:
-        total = total + torch.exp(log - top)
-    return top + torch.log(total)
+def _e_step(
+    logs: list[torch.Tensor], with_log_norm: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(K, bins) responsibilities and, if asked, the (bins,) log Σ_k π_k N(x | k).
 
-
-def _responsibilities(coef: torch.Tensor, design: torch.Tensor) -> torch.Tensor:
-    """(K, bins) posterior of each component (the E-step).
-
-    Written with element-wise ops over the K rows: ``softmax``/``logsumexp`` over dim 0
-    parallelise over the bins whatever their number, which stalls on a busy CPU.
+    Only ``sigmoid`` and ``logaddexp`` touch the (bins,) rows: r_k = σ(ℓ_k − LSE_{j≠k} ℓ_j).
+    ``exp``/``log`` (MKL VML) and ``softmax``/``logsumexp`` over dim 0 split even ~1000
+    elements across threads, which stalls by milliseconds on a busy CPU (measured here).
     """
-    if coef.shape[0] == 2:
-        d = coef[1] - coef[0]
-        r1 = torch.sigmoid(torch.addcmul(torch.addcmul(d[2], d[1], design[1]), d[0], design[0]))
-        return torch.stack((1.0 - r1, r1))
-    logs = _log_densities(coef, design)
-    top = logs[0]
-    for log in logs[1:]:
-        top = torch.maximum(top, log)
-    exps = [torch.exp(log - top) for log in logs]
-    norm = exps[0]
-    for e in exps[1:]:
-        norm = norm + e
-    return torch.stack([e / norm for e in exps])
+    if len(logs) == 2:
+        r1 = torch.sigmoid(logs[1] - logs[0])
+        norm = torch.logaddexp(logs[0], logs[1]) if with_log_norm else None
+        return torch.stack((1.0 - r1, r1)), norm
+    # Leave-one-out log-sum-exp from prefix and suffix sums (no -inf padding needed).
+    prefix, suffix = [logs[0]], [logs[-1]]
+    for log in logs[1:-1]:
+        prefix.append(torch.logaddexp(prefix[-1], log))
+    for log in reversed(logs[1:-1]):
+        suffix.append(torch.logaddexp(suffix[-1], log))
+    suffix.reverse()  # suffix[i] = LSE(logs[i+1:]), prefix[i] = LSE(logs[:i+1])
+    others = [suffix[0]]
+    others += [torch.logaddexp(prefix[k - 1], suffix[k]) for k in range(1, len(logs) - 1)]
+    others.append(prefix[-1])
+    resp = torch.stack([torch.sigmoid(log - o) for log, o in zip(logs, others, strict=True)])
+    norm = torch.logaddexp(logs[0], others[0]) if with_log_norm else None
+    return resp, norm
 
 
 def _design(centres: torch.Tensor) -> torch.Tensor:
@@ -207,24 +208,20 @@ def _em(
     phi = design * w
     if tol is None and pi.shape[0] == 2:
         return _em_two(phi, design, pi, mu, var, iters, reg_covar)
-    if tol is None:
-        for _ in range(iters):
-            resp = _responsibilities(_log_coefficients(pi, mu, var), design)
-            pi, mu, var = _m_step(resp, phi, reg_covar)
-        return pi, mu, var
+    params = torch.stack((pi, mu, var))  # (3, K), one tensor so that freezing is one where
     bound = torch.full((), -math.inf, dtype=torch.float64, device=w.device)
     done = torch.zeros((), dtype=torch.bool, device=w.device)
     for _ in range(iters):
-        logs = _log_densities(_log_coefficients(pi, mu, var), design)
-        log_norm = _logsumexp_rows(logs)
-        resp = torch.stack([torch.exp(log - log_norm) for log in logs])
-        new = _m_step(resp, phi, reg_covar)
+        logs = _log_densities(_log_coefficients(*params.unbind()), design)
+        resp, log_norm = _e_step(logs, with_log_norm=tol is not None)
+        new = torch.stack(_m_step(resp, phi, reg_covar))
+        if log_norm is None:
+            params = new
+            continue
         prev, bound = bound, (w * log_norm).sum()
-        pi, mu, var = (
-            torch.where(done, old, upd) for old, upd in zip((pi, mu, var), new, strict=True)
-        )
+        params = torch.where(done, params, new)
         done = done | ((bound - prev).abs() < tol)
-    return pi, mu, var
+    return params.unbind()
 
 
 def _em_two(
