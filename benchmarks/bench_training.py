@@ -1,0 +1,69 @@
+"""Training-loop costs of the CoSA example: views, a baseline step and a full CoSA step.
+
+    pytest benchmarks/bench_training.py --benchmark-enable
+
+All cases run in one session on the same threads, so their ratios are comparable.
+Nothing is asserted about time; compare the table.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from wsss_blocks.data import WeakStrongViews
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH = 32
+
+
+def _trainer():
+    spec = importlib.util.spec_from_file_location("cosa_train", ROOT / "examples/cosa/train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def batch():
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (BATCH, 3, 96, 96), dtype=torch.uint8, generator=g)
+    masks = torch.randint(0, 11, (BATCH, 96, 96), generator=g)
+    labels = (torch.rand(BATCH, 10, generator=g) < 0.3).float()
+    labels[:, 0] = 1
+    return images, masks, labels
+
+
+def test_weak_strong_views(benchmark, batch):
+    views = WeakStrongViews(96, scale=(0.75, 1.5))
+    benchmark(views, batch[0], batch[1])
+
+
+@pytest.mark.parametrize("config", ["baseline.yaml", "default.yaml"])
+def test_training_step(benchmark, batch, config):
+    """One optimisation step after warm-up (AN forward + ON forward/backward + EMA)."""
+    trainer = _trainer()
+    cfg = trainer.load_config(ROOT / "examples/cosa/configs" / config)
+    torch.set_num_threads(cfg["threads"])
+    model = trainer.build_model(cfg, 10)
+    teacher = trainer.EMATeacher(model, 0.99) if cfg["train"]["use_teacher"] else None
+    thresholds = trainer.Thresholds(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    views = WeakStrongViews(96, scale=(0.75, 1.5))
+    images, masks, labels = batch
+    step = cfg["train"]["warmup_iterations"]  # the first step with every loss on
+
+    def one_step():
+        xw, xs, _ = views(images, masks)
+        xw = xw.contiguous(memory_format=torch.channels_last)
+        xs = xs.contiguous(memory_format=torch.channels_last)
+        terms = trainer.cosa_losses(model, teacher, (xw, xs), labels, step, thresholds, cfg)
+        loss = sum(terms.values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if teacher is not None:
+            teacher.update(model)
+
+    benchmark.pedantic(one_step, rounds=5, warmup_rounds=1)
