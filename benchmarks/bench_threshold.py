@@ -115,3 +115,26 @@ def test_sklearn_refit(benchmark, size, queue_size):
 
     gm = benchmark.pedantic(refit, rounds=rounds, iterations=1, warmup_rounds=0)
     assert gm.converged_
+
+
+def test_sklearn_official_rule_refit(benchmark):
+    """The official ``rungmm(queue, modal=3)`` refit on the 4×28×28, K = 100 queue: the
+    scikit-learn counterpart of the ``"cosa-code"`` policy."""
+    torch.manual_seed(0)
+    pool = [_cam_batch(SIZES["4x28x28"], i).reshape(-1).double().numpy() for i in range(POOL)]
+    queue = np.concatenate([pool[i % POOL] for i in range(100)])
+    benchmark.group = "sklearn refit 4x28x28 K=100"
+
+    def refit():
+        kept = queue[queue > 0.05][:, None]
+        gm = GaussianMixture(
+            3,
+            weights_init=[1 / 3] * 3,
+            means_init=[[kept.min()], [np.median(kept)], [kept.max()]],
+            precisions_init=[[[1.0]]] * 3,
+        )
+        labels = gm.fit_predict(kept)
+        return kept[labels == 0].max(), kept[labels == 2].min()
+
+    low, high = benchmark.pedantic(refit, rounds=3, iterations=1, warmup_rounds=0)
+    assert low <= high

@@ -39,6 +39,10 @@ POLICIES = ("paper", "cosa-code")
 _EPS = 10 * torch.finfo(torch.float64).eps  # added to component masses, as scikit-learn does
 _LOG_2PI = math.log(2 * math.pi)
 _RESTART_EVERY = 10  # updates between checks for a dead mixture component (paper policy)
+# With a tolerance, EM on CPU tensors stops once converged, checked every few steps: reading
+# a CPU tensor is no device synchronisation. On accelerators all steps run (frozen).
+_CPU_EARLY_EXIT = True
+_EXIT_CHECK_EVERY = 4
 
 
 def unit_histogram(values: torch.Tensor, bins: int) -> torch.Tensor:
@@ -64,26 +68,35 @@ def unit_histogram(values: torch.Tensor, bins: int) -> torch.Tensor:
     flat = values.detach().reshape(-1)
     if flat.dtype in (torch.float16, torch.bfloat16):
         flat = flat.float()
-    if flat.device.type == "cpu" or torch.are_deterministic_algorithms_enabled():
-        # Bin index floor(v·bins) (v = 1 joins the last bin); invalid values go to slot
-        # ``bins``. On the CPU, bincount is a serial loop: histc splits even a few thousand
-        # values across threads, which stalls by milliseconds on a busy machine. On CUDA,
-        # bincount would read its output size back to the host, so an accumulating
-        # index_put (deterministic, unlike histc) is used instead.
-        valid = (flat >= 0) & (flat <= 1)
-        idx = (flat * bins).to(torch.int64).clamp_(0, bins - 1)
-        idx = torch.where(valid, idx, bins)
-        if flat.device.type == "cpu":
-            return torch.bincount(idx, minlength=bins + 1)
-        out = torch.zeros(bins + 1, dtype=torch.int64, device=flat.device)
-        return out.index_put_((idx,), torch.ones_like(idx), accumulate=True)
-    # histc skips values outside [min, max] and NaN; the last bin is closed on the right.
-    # Its float counts are exact up to 2**24 per bin, hence float64 for larger batches.
-    if flat.numel() >= 2**24:
+    if flat.device.type == "cpu":
+        # bincount is a serial loop on the CPU; histc splits even a few thousand values
+        # across threads, which stalls by milliseconds on a busy machine (measured).
+        return torch.bincount(_bin_index(flat, bins), minlength=bins + 1)
+    if torch.are_deterministic_algorithms_enabled():
+        return _histogram_index_put(flat, bins)  # histc on CUDA is flagged non-deterministic
+    return _histogram_histc(flat, bins)  # CUDA bincount would read its output size back
+
+
+def _bin_index(flat: torch.Tensor, bins: int) -> torch.Tensor:
+    """floor(v·bins) per value (v = 1 joins the last bin); ``bins`` for invalid values."""
+    valid = (flat >= 0) & (flat <= 1)  # False for NaN
+    idx = (flat * bins).to(torch.int64).clamp_(0, bins - 1)
+    return torch.where(valid, idx, bins)
+
+
+def _histogram_index_put(flat: torch.Tensor, bins: int) -> torch.Tensor:
+    """Same counts as :func:`unit_histogram` with an accumulating (deterministic) index_put."""
+    idx = _bin_index(flat, bins)
+    out = torch.zeros(bins + 1, dtype=torch.int64, device=flat.device)
+    return out.index_put_((idx,), torch.ones_like(idx), accumulate=True)
+
+
+def _histogram_histc(flat: torch.Tensor, bins: int) -> torch.Tensor:
+    """Same counts as :func:`unit_histogram` with ``histc`` (skips out-of-range and NaN)."""
+    if flat.numel() >= 2**24:  # histc's float counts are exact up to 2**24 per bin
         flat = flat.double()
     counts = torch.histc(flat, bins=bins, min=0.0, max=1.0).to(torch.int64)
-    invalid = (flat.numel() - counts.sum()).reshape(1)
-    return torch.cat((counts, invalid))
+    return torch.cat((counts, (flat.numel() - counts.sum()).reshape(1)))
 
 
 def _m_step(
@@ -161,9 +174,10 @@ def em_fit_histogram(
     σ²_k = Σ w r x² / N_k − μ_k² + reg_covar, π_k = N_k / Σ N. This is scikit-learn's
     ``GaussianMixture`` EM with each sample repeated ``w_b`` times.
 
-    With ``tol`` set, scikit-learn's stopping rule is reproduced without a host sync: all
-    ``iters`` steps run, but the parameters freeze after the first step whose change of the
-    mean log-likelihood is below ``tol``.
+    With ``tol`` set, scikit-learn's stopping rule is reproduced without a host sync: the
+    parameters freeze after the first step whose change of the mean log-likelihood is below
+    ``tol``, and on accelerators all ``iters`` steps still run. On CPU tensors (where reading
+    a flag is no device sync) the loop also stops early, with the same result.
 
     Args:
         weights: (bins,) non-negative counts (any real dtype); zero total leaves the
@@ -211,7 +225,8 @@ def _em(
     params = torch.stack((pi, mu, var))  # (3, K), one tensor so that freezing is one where
     bound = torch.full((), -math.inf, dtype=torch.float64, device=w.device)
     done = torch.zeros((), dtype=torch.bool, device=w.device)
-    for _ in range(iters):
+    early_exit = _CPU_EARLY_EXIT and w.device.type == "cpu"
+    for step in range(iters):
         logs = _log_densities(_log_coefficients(*params.unbind()), design)
         resp, log_norm = _e_step(logs, with_log_norm=tol is not None)
         new = torch.stack(_m_step(resp, phi, reg_covar))
@@ -221,6 +236,8 @@ def _em(
         prev, bound = bound, (w * log_norm).sum()
         params = torch.where(done, params, new)
         done = done | ((bound - prev).abs() < tol)
+        if early_exit and step % _EXIT_CHECK_EVERY == _EXIT_CHECK_EVERY - 1 and bool(done):
+            break  # same result as running on frozen: params no longer change
     return params.unbind()
 
 

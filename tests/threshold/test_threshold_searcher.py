@@ -10,8 +10,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+import wsss_blocks.threshold as threshold_module
 from wsss_blocks.threshold import (
     GMMThresholdSearcher,
+    _histogram_histc,
+    _histogram_index_put,
     em_fit_histogram,
     gmm_crossing,
     hard_split_bounds,
@@ -43,11 +46,17 @@ def test_threshold_unit_histogram_matches_numpy_and_counts_invalid():
     assert int(h[-1]) == 4
 
 
-def test_threshold_unit_histogram_half_precision_and_deterministic_path():
-    v = torch.rand(1000, generator=torch.Generator().manual_seed(2))
+def test_threshold_unit_histogram_dtypes_and_all_three_implementations_agree():
+    """CPU bincount, the CUDA histc path and the deterministic index_put path (run on the CPU
+    here) give the same counts, invalid slot included."""
+    v = torch.rand(3000, generator=torch.Generator().manual_seed(2))
+    v = torch.cat((v, torch.tensor([0.0, 1.0, -0.5, 1.5, float("nan"), float("-inf")])))
     ref = unit_histogram(v, 32)
-    assert unit_histogram(v.double(), 32).tolist() == ref.tolist()
-    assert int(unit_histogram(v.half(), 32)[:-1].sum()) == 1000
+    assert int(ref[-1]) == 4 and int(ref.sum()) == v.numel()
+    assert torch.equal(_histogram_histc(v, 32), ref)
+    assert torch.equal(_histogram_index_put(v, 32), ref)
+    assert torch.equal(unit_histogram(v.double(), 32), ref)
+    assert int(unit_histogram(v.half(), 32)[:-1].sum()) == 3002
     with pytest.raises(ValueError, match="floating-point"):
         unit_histogram(torch.ones(3, dtype=torch.int64), 8)
 
@@ -283,6 +292,9 @@ def test_threshold_cuda_update_does_not_synchronise():
 @pytest.mark.parametrize("policy", ["paper", "cosa-code"])
 def test_threshold_update_path_has_no_host_reads(monkeypatch, policy):
     """With validate=False nothing in update reads a tensor back to Python."""
+    # The CPU-only early exit of EM with a tolerance reads a CPU flag; off, the path is the
+    # one accelerators run.
+    monkeypatch.setattr(threshold_module, "_CPU_EARLY_EXIT", False)
     searcher = GMMThresholdSearcher(validate=False, policy=policy)
     searcher.update(_bimodal(1000, 10))
 
@@ -385,3 +397,15 @@ def test_threshold_hard_split_bounds_follow_assignment():
     w[:40] = 0  # empty lowest cluster: low falls back to the data minimum
     low, _ = hard_split_bounds(w, c, d(1, 1, 1) / 3, d(0.2, 0.5, 0.8), d(1e-3, 1e-3, 1e-3))
     assert float(low) == pytest.approx(0.405)
+
+
+def test_threshold_cpu_early_exit_gives_the_frozen_result(monkeypatch):
+    x = _bimodal(4000, 13)
+    early = GMMThresholdSearcher(policy="cosa-code")
+    early.update(x)
+    monkeypatch.setattr(threshold_module, "_CPU_EARLY_EXIT", False)
+    full = GMMThresholdSearcher(policy="cosa-code")
+    full.update(x)
+    for a, b in zip(early.mixture(), full.mixture(), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(early.smoothed_bounds, full.smoothed_bounds)
