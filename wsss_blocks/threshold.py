@@ -153,7 +153,7 @@ def _e_step(
 
 
 def _design(centres: torch.Tensor) -> torch.Tensor:
-    """(3, bins) rows x², x, 1 of the bin centres, so that log densities are one matmul."""
+    """(3, bins) rows x², x, 1 of the bin centres: log densities are quadratics in x."""
     return torch.stack((centres * centres, centres, torch.ones_like(centres)))
 
 
@@ -302,12 +302,18 @@ def gmm_crossing(pi: torch.Tensor, mu: torch.Tensor, std: torch.Tensor) -> torch
     """
     order = torch.argsort(mu)
     p, m, v = torch.stack((pi, mu, std * std))[:, order].unbind()  # background first
-    # f = A x² + B x + C: difference of the two quadratic log densities (fg − bg).
-    a, b, c = (lambda q: q[1] - q[0])(_log_coefficients(p, m, v)).unbind()
-    disc = torch.addcmul(b * b, a, c, value=-4.0)
+    # log π N(x|μ, σ²) = −x²/(2σ²) + (μ/σ²) x + log(π/σ) − μ²/(2σ²) + const, per component;
+    # f = A x² + B x + C is fg − bg, with A = −Δ(1/σ²)/2.
+    inv = v.reciprocal()
+    lin = m * inv
+    const = torch.addcmul(torch.log(p * inv.sqrt()), lin, m, value=-0.5)
+    q = torch.stack((inv, lin, const), 1)
+    dinv, b, c = (q[1] - q[0]).unbind()
+    disc = torch.addcmul(b * b, dinv, c, value=2.0)  # B² − 4AC
     s = disc.clamp_min(0.0).sqrt()
-    # Root with f'(r) = +s, in the form without cancellation for either sign of b.
-    root = torch.where(b >= 0, -2.0 * c / (b + s), (s - b) / (2.0 * a))
+    # Root with f'(r) = +s, in the form without cancellation for either sign of B:
+    # −2C / (B + s), or (s − B) / (2A) = (B − s) / Δ(1/σ²).
+    root = torch.where(b >= 0, -2.0 * c / (b + s), (b - s) / dinv)
     m_lo, m_hi = m.unbind()
     # Inside [μ_bg, μ_fg] (NaN and ±inf fail the clamp test) and a real root.
     ok = (disc >= 0) & (root.clamp(m_lo, m_hi) == root)
@@ -426,7 +432,8 @@ class GMMThresholdSearcher(nn.Module):
     (the default) checks that the values lie in [0, 1] and are finite, raising
     :class:`ValueError` otherwise, which reads a min/max back to the host. With
     ``validate=False`` such values are skipped (not clamped) and counted in
-    ``invalid_count``.
+    ``invalid_count``. (On CPU tensors, EM with a ``tol`` may stop early by reading its
+    convergence flag, which is plain memory there; accelerators never read anything back.)
 
     Args:
         queue_size: K, number of batches in the queue (paper: 100), ≥ 1.
@@ -449,7 +456,8 @@ class GMMThresholdSearcher(nn.Module):
         tol: freeze EM once the mean log-likelihood changes by less than ``tol`` (as
             scikit-learn, still without a host sync); default None (all ``em_iters`` steps)
             for ``"paper"`` and 1e-3 (scikit-learn's default, used by the official code)
-            for ``"cosa-code"``.
+            for ``"cosa-code"``; 0 runs all steps. On CPU tensors EM then stops as soon
+            as it is frozen (checked every 4 steps; no device to synchronise with).
         sync_distributed: all-reduce each batch's histogram when torch.distributed is
             initialised.
         process_group: the group for that all-reduce (default: the world).
@@ -614,14 +622,14 @@ class GMMThresholdSearcher(nn.Module):
         if self.sync_distributed and _distributed_ready():
             torch.distributed.all_reduce(hist, group=self.process_group)
         self._enqueue(hist[:-1])
-        self.invalid_count += hist[-1]
+        self.invalid_count.add_(hist[-1])  # in place: `+=` would re-register the buffer
         self._fit()
         return self.threshold
 
     # ------------------------------------------------------------------ internals
     def _enqueue(self, counts: torch.Tensor) -> None:
         slot = self._seen % self.queue_size
-        self.total += counts - self.ring[slot]
+        self.total.add_(counts - self.ring[slot])
         self.ring[slot] = counts
         self._seen += 1
 

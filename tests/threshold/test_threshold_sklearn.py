@@ -134,7 +134,7 @@ def test_threshold_cosa_code_bounds_match_converged_sklearn():
     x = _cosa_data()
     low, high, gm = _official_rule(x, tol=1e-6, max_iter=5000)
     assert gm.converged_
-    searcher = GMMThresholdSearcher(policy="cosa-code", em_iters=3000, tol=0.0)
+    searcher = GMMThresholdSearcher(policy="cosa-code", em_iters=5000, tol=1e-10)
     searcher.update(torch.as_tensor(x, dtype=torch.float32))
     our_low, our_high = (float(b) for b in searcher.bounds)
     h = 1.0 / BINS
