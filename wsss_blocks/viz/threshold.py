@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+_DISPLAY_BINS = 128
+
 if TYPE_CHECKING:  # imported lazily at run time: the figure code needs no torch module state
     from ..threshold import GMMThresholdSearcher
 
@@ -94,22 +96,27 @@ def _draw_queue(ax, name: str, searcher: GMMThresholdSearcher) -> None:
     counts = counts.double().cpu().numpy()
     edges = edges.cpu().numpy()
     total = counts.sum()
-    width = np.diff(edges)
     if total > 0:
-        ax.stairs(counts / (total * width), edges, fill=True, alpha=0.35, label="queue")
-        x = np.linspace(0.0, 1.0, 801)
-        pi, mu, std = (t.cpu().numpy() for t in searcher.mixture())
+        kept = total
         if searcher.policy == "cosa-code":
             # The mixture describes the values above the filter only; scale it to that share.
             kept = counts[(edges[:-1] + edges[1:]) / 2 > searcher.filter_threshold].sum()
-            pi = pi * kept / total
+        # Display at most _DISPLAY_BINS bins (sums of neighbours): 1024 bins look like noise.
+        step = max(1, len(counts) // _DISPLAY_BINS)
+        shown, shown_edges = np.add.reduceat(counts, np.arange(0, len(counts), step)), edges[::step]
+        if shown_edges[-1] != edges[-1]:
+            shown_edges = np.append(shown_edges, edges[-1])
+        density = shown / (total * np.diff(shown_edges))
+        ax.stairs(density, shown_edges, fill=True, alpha=0.35, label="queue")
+        x = np.linspace(0.0, 1.0, 801)
+        pi, mu, std = (t.cpu().numpy() for t in searcher.mixture())
         comps = [
-            p * np.exp(-0.5 * ((x - m) / s) ** 2) / (s * math.sqrt(2 * math.pi))
+            p * kept / total * np.exp(-0.5 * ((x - m) / s) ** 2) / (s * math.sqrt(2 * math.pi))
             for p, m, s in zip(pi, mu, std, strict=True)
         ]
-        for k, comp in enumerate(comps):
-            ax.plot(x, comp, lw=1, ls="--", label=f"comp {k}: μ={mu[k]:.3f} σ={std[k]:.3f}")
         ax.plot(x, np.sum(comps, axis=0), color="k", lw=1.2, label="mixture")
+        for k, comp in enumerate(comps):  # drawn over the sum, which hides them otherwise
+            ax.plot(x, comp, lw=1.2, ls="--", label=f"comp {k}: μ={mu[k]:.3f} σ={std[k]:.3f}")
     else:
         ax.text(0.5, 0.5, "queue empty", ha="center", va="center", transform=ax.transAxes)
     low, high = (float(b) for b in searcher.bounds)
