@@ -21,7 +21,7 @@ from .pseudo_labels import (
     seg_to_spl,
 )
 from .teacher import EMATeacher
-from .threshold import GMMThresholdSearcher
+from .threshold import GMMThresholdSearcher, gmm_crossing, unit_histogram
 
 __version__ = "0.1.0"
 
@@ -38,6 +38,8 @@ __all__ = [
     "contrastive_separation_loss",
     "csc_implementation",
     "GMMThresholdSearcher",
+    "gmm_crossing",
+    "unit_histogram",
     "MeanIoU",
     "mask_absent_classes",
     "CoSANet",

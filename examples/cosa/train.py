@@ -48,8 +48,7 @@ from wsss_blocks import (
 )
 from wsss_blocks.data import MFSeg, WeakStrongViews
 from wsss_blocks.models import upsample
-from wsss_blocks.viz import save_overlay_grid
-from wsss_blocks.viz.threshold import plot_threshold_diagnostics
+from wsss_blocks.viz import plot_threshold_diagnostics, save_overlay_grid
 
 # --------------------------------------------------------------------------- config
 
@@ -143,6 +142,7 @@ class Thresholds:
         self.dynamic = t["dynamic"]
         self.fixed = torch.tensor(float(t["fixed"]))
         self.history: dict[str, list[tuple[int, float]]] = {"xi": [], "xi_dagger": []}
+        self.record_every = 5
         self.searchers = {
             name: GMMThresholdSearcher(
                 queue_size=t["queue_size"],
@@ -150,6 +150,7 @@ class Thresholds:
                 policy=t["policy"],
                 ema_decay=t["ema_decay"],
                 initial_threshold=float(t["fixed"]),
+                validate=False,  # values come from normalize_cam: in [0, 1] by construction
             )
             for name in ("xi", "xi_dagger")
         }
@@ -158,7 +159,8 @@ class Thresholds:
         if not self.dynamic:
             return self.fixed
         xi = self.searchers[name].update(confidence)
-        self.history[name].append((step, float(xi)))
+        if step % self.record_every == 0:  # float() syncs with the device: not every step
+            self.history[name].append((step, float(xi)))
         return xi
 
     def current(self, name: str) -> torch.Tensor:
