@@ -452,14 +452,16 @@ def fuse_cam_saliency(
 
     With ν = max over present classes of the CAM and s the saliency, per pixel:
 
-    ====================  ================  ==============================
-    ν ≥ ``cam_threshold``  s ≥ ``saliency``   label
-    ====================  ================  ==============================
-    yes                   yes               argmax class (1..C)
-    no                    no                0 (background)
-    yes                   no                255 (ignore: they disagree)
-    no                    yes               255 (ignore: they disagree)
-    ====================  ================  ==============================
+    ===========  ===========  =============================
+    ν ≥ t_cam    s ≥ t_sal    label
+    ===========  ===========  =============================
+    yes          yes          argmax class (1..C)
+    no           no           0 (background)
+    yes          no           255 (ignore: they disagree)
+    no           yes          255 (ignore: they disagree)
+    ===========  ===========  =============================
+
+    with t_cam = ``cam_threshold`` and t_sal = ``saliency_threshold``.
 
     Args:
         cam: normalised CAM, (B, C, h, w) float in [0, 1], C foreground classes (e.g.

@@ -48,7 +48,7 @@ from wsss_blocks import (
     raw_cam2seg_loss,
 )
 from wsss_blocks.affinity import CrossTaskAffinityFusion, NonLocalAffinity, propagate
-from wsss_blocks.data.views import WeakStrongViews
+from wsss_blocks.data import WeakStrongViews
 from wsss_blocks.models import upsample
 from wsss_blocks.models.cosa import IMAGENET_MEAN, IMAGENET_STD
 from wsss_blocks.saliency import (

@@ -159,7 +159,7 @@ class Thresholds:
         if not self.dynamic:
             return self.fixed
         xi = self.searchers[name].update(confidence)
-        if step % self.record_every == 0:  # float() syncs with the device: not every step
+        if step % self.record_every == 0 or not self.history[name]:  # float() syncs: not every step
             self.history[name].append((step, float(xi)))
         return xi
 
