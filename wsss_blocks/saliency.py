@@ -447,6 +447,8 @@ def fuse_cam_saliency(
     saliency: torch.Tensor,
     cam_threshold: float = 0.2,
     saliency_threshold: float = 0.3,
+    background: str = "agree",
+    single_class_fill: bool = False,
 ) -> torch.Tensor:
     """Segmentation pseudo-label from CAM classes and a saliency foreground.
 
@@ -461,7 +463,11 @@ def fuse_cam_saliency(
     no           yes          255 (ignore: they disagree)
     ===========  ===========  =============================
 
-    with t_cam = ``cam_threshold`` and t_sal = ``saliency_threshold``.
+    with t_cam = ``cam_threshold`` and t_sal = ``saliency_threshold``. Two common
+    variants of saliency-guided WSSS are options: ``background="saliency"`` makes every
+    non-salient pixel background (row 3 becomes 0), and ``single_class_fill`` gives
+    salient pixels of an image with exactly one present class that class (row 4 becomes
+    the class), since no other class can claim them.
 
     Args:
         cam: normalised CAM, (B, C, h, w) float in [0, 1], C foreground classes (e.g.
@@ -472,6 +478,10 @@ def fuse_cam_saliency(
         cam_threshold: CAM foreground threshold in (0, 1) (AuxSegNet code: 0.2).
         saliency_threshold: saliency foreground threshold in (0, 1) (AuxSegNet code:
             0.06 for near-binary DSS maps; 0.3 suits the border-prior maps on MF-Seg).
+        background: ``"agree"`` (background only where CAM and saliency agree; the
+            AuxSegNet rule) or ``"saliency"`` (background wherever not salient).
+        single_class_fill: if True, salient pixels of single-class images take that
+            class whatever the CAM says.
     Returns:
         (B, h, w) int64 in {0, 1..C, 255}.
     Raises:
@@ -488,6 +498,8 @@ def fuse_cam_saliency(
     """
     check_open_unit("cam_threshold", cam_threshold)
     check_open_unit("saliency_threshold", saliency_threshold)
+    if background not in ("agree", "saliency"):
+        raise ValueError(f"background must be 'agree' or 'saliency', got {background!r}")
     nu, cls = cam_confidence(cam, labels)
     _check_saliency("saliency", saliency)
     if saliency.shape != nu.shape:
@@ -498,4 +510,9 @@ def fuse_cam_saliency(
     salient = saliency >= saliency_threshold
     out = torch.full_like(cls, IGNORE_INDEX)
     out = torch.where(cam_fg & salient, cls, out)
-    return torch.where(~cam_fg & ~salient, torch.zeros_like(cls), out)
+    if single_class_fill:
+        single = labels.sum(1) == 1
+        only = (labels.argmax(1) + 1)[:, None, None].expand_as(cls)
+        out = torch.where(single[:, None, None] & salient, only, out)
+    bg = ~salient if background == "saliency" else ~cam_fg & ~salient
+    return torch.where(bg, torch.zeros_like(cls), out)

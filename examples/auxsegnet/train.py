@@ -189,10 +189,18 @@ def pseudo_labels(net, images, labels, sal_input, cfg, refine: bool):
         # Bilinear resizing is convex; the clamp only absorbs float rounding.
         cam = upsample(cam, size).clamp(0.0, 1.0)
         sal = sal.clamp(0.0, 1.0)
-        y = fuse_cam_saliency(cam, lab, sal, p["cam_threshold"], p["saliency_threshold"])
+        y = fuse(cam, lab, sal, p)
         ys.append(y)
         ss.append(sal)
     return torch.cat(ys), torch.cat(ss)
+
+
+def fuse(cam, labels, saliency, p: dict) -> torch.Tensor:
+    """CAM + saliency → segmentation pseudo-label with the config's thresholds and rule."""
+    return fuse_cam_saliency(
+        cam, labels, saliency, p["cam_threshold"], p["saliency_threshold"],
+        p["background"], p["single_class_fill"],
+    )  # fmt: skip
 
 
 def miou_of(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:
@@ -250,7 +258,7 @@ def evaluate(net, val_set, cfg, out_dir: Path, stage: int) -> dict:
         p = cfg["pseudo_labels"]
         panels = {
             "saliency": (sal >= p["saliency_threshold"]).long(),
-            "PL": fuse_cam_saliency(cam, lab, sal, p["cam_threshold"], p["saliency_threshold"]),
+            "PL": fuse(cam, lab, sal, p),
             "prediction": upsample(out.seg.float(), size).argmax(1),
             "refined": upsample(out.seg_refined.float(), size).argmax(1),
             "GT": gt,

@@ -251,13 +251,14 @@ def test_fusion_never_assigns_absent_classes():
 
 
 @given(seed=st.integers(0, 2**16), c=st.integers(1, 4), t_cam=st.floats(0.05, 0.95),
-       t_sal=st.floats(0.05, 0.95))  # fmt: skip
-def test_fusion_agrees_with_a_per_pixel_oracle(seed, c, t_cam, t_sal):
+       t_sal=st.floats(0.05, 0.95), background=st.sampled_from(["agree", "saliency"]),
+       fill=st.booleans())  # fmt: skip
+def test_fusion_agrees_with_a_per_pixel_oracle(seed, c, t_cam, t_sal, background, fill):
     g = _gen(seed)
     cam = torch.rand(2, c, 3, 4, generator=g)
     labels = (torch.rand(2, c, generator=g) > 0.4).float()
     sal = torch.rand(2, 3, 4, generator=g)
-    out = fuse_cam_saliency(cam, labels, sal, t_cam, t_sal)
+    out = fuse_cam_saliency(cam, labels, sal, t_cam, t_sal, background, fill)
     for b in range(2):
         present = [k for k in range(c) if labels[b, k] == 1]
         for i in range(3):
@@ -266,7 +267,24 @@ def test_fusion_agrees_with_a_per_pixel_oracle(seed, c, t_cam, t_sal):
                 cls = 1 + max(present, key=lambda k: float(cam[b, k, i, j])) if present else 1
                 fg, salient = nu >= t_cam, float(sal[b, i, j]) >= t_sal
                 want = cls if fg and salient else 0 if not (fg or salient) else IGNORE_INDEX
+                if fill and salient and len(present) == 1:
+                    want = present[0] + 1
+                if background == "saliency" and not salient:
+                    want = 0
                 assert int(out[b, i, j]) == want
+
+
+def test_fusion_variants_background_from_saliency_and_single_class_fill():
+    cam = torch.tensor([[[[0.9, 0.1, 0.1]]], [[[0.9, 0.1, 0.1]]]])  # (2, 1, 1, 3)
+    cam = torch.cat([cam, cam.flip(-1) * 0], dim=1)  # class 2 silent
+    sal = torch.tensor([[[0.1, 0.9, 0.1]], [[0.1, 0.9, 0.1]]])
+    labels = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # one class, then two classes
+    plain = fuse_cam_saliency(cam, labels, sal)
+    assert plain.tolist() == [[[IGNORE_INDEX, IGNORE_INDEX, 0]]] * 2
+    bg = fuse_cam_saliency(cam, labels, sal, background="saliency")
+    assert bg.tolist() == [[[0, IGNORE_INDEX, 0]]] * 2
+    filled = fuse_cam_saliency(cam, labels, sal, single_class_fill=True)
+    assert filled.tolist() == [[[IGNORE_INDEX, 1, 0]], [[IGNORE_INDEX, IGNORE_INDEX, 0]]]
 
 
 @pytest.mark.parametrize(
@@ -278,6 +296,7 @@ def test_fusion_agrees_with_a_per_pixel_oracle(seed, c, t_cam, t_sal):
         ({"saliency_threshold": 1.0}, "saliency_threshold"),
         ({"cam": torch.full((1, 1, 1, 2), 1.5)}, r"cam must lie in"),
         ({"labels": torch.tensor([[1.0, 1.0]])}, "labels"),
+        ({"background": "cam"}, "background"),
     ],
 )
 def test_fusion_rejects_bad_input(kwargs, match):
