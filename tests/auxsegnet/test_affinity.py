@@ -155,7 +155,7 @@ def test_cross_task_fusion_learns_its_weights():
         loss.backward()
         assert fusion.logits.grad.abs().sum() > 0
         opt.step()
-    w = fusion.weights
+    w = fusion.weights.detach()
     assert float(w[0]) > 0.9 and float(w.sum()) == pytest.approx(1.0)
     torch.testing.assert_close(fusion(seg, sal).sum(-1), torch.ones(1, 3))
 
