@@ -125,7 +125,7 @@ def resolve_csc_impl(impl: str, features: torch.Tensor) -> str:
 def contrastive_separation_loss_kernel(
     features: torch.Tensor, labels: torch.Tensor, tau: float
 ) -> torch.Tensor:
-    """CSC loss through the fused operator (inputs assumed validated, extension loaded).
+    """CSC loss through the fused operator (inputs assumed validated).
 
     Normalises rows in PyTorch (:func:`normalize_rows`, in float32/float64), sorts anchors by
     label so both kernel passes skip whole tiles, and calls ``wsss_blocks::csc_forward``.
@@ -136,7 +136,14 @@ def contrastive_separation_loss_kernel(
         tau: temperature τ > 0.
     Returns:
         0-d loss in ``features.dtype``.
+    Raises:
+        RuntimeError: no compiled kernel for ``features``' device.
     """
+    if features.device.type not in _kernel_devices().split(","):
+        raise RuntimeError(
+            f"no compiled CSC kernel for {features.device.type} tensors "
+            f"({extension_error() or 'not built for this device'})"
+        )
     x = normalize_rows(features)
     order = torch.argsort(labels, stable=True)
     loss, _, _, _ = torch.ops.wsss_blocks.csc_forward(x[order], labels[order], float(tau))
