@@ -62,8 +62,8 @@ def register_python_side() -> None:
 def _kernel_devices() -> str:
     """Comma-separated device types with a compiled CSC kernel ("" if none).
 
-    Evaluated once per process at trace time under ``torch.compile`` (a constant there), so
-    the dispatch below never breaks a graph.
+    Cheap in eager mode; under ``torch.compile`` it runs at trace time and its result is a
+    constant of the graph, so the dispatch below never breaks a graph.
     """
     if load_extension() is None:
         return ""
