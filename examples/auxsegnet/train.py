@@ -388,6 +388,8 @@ def train(cfg: dict) -> dict:
         tqdm.write(f"stage {stage}: segmentation mIoU (val) {100 * record['val_seg_miou']:.1f}% "
                    f"(refined A.S {100 * record['val_refined_miou']:.1f}%), "
                    f"{record['minutes']:.1f} min", file=sys.stdout)  # fmt: skip
+        with open(out_dir / "metrics.json", "w") as f:  # per stage: a cut-off run keeps them
+            json.dump({"history": history}, f, indent=1)
         save_checkpoint(out_dir / "checkpoint.pt", {
             "model": model.state_dict(),
             "teacher": teacher.state_dict() if teacher is not None else None,
