@@ -116,3 +116,15 @@ def test_pseudo_label_quality_counts_ignored_pixels_as_wrong(trainer):
     half = torch.tensor([[[1, IGNORE_INDEX, 0, 0]]])
     assert trainer.miou_of(half, gt, 2) < 1.0
     assert math.isfinite(trainer.miou_of(half, gt, 2))
+
+
+def test_saliency_measurement_script_reports_each_estimator(tiny):
+    spec = importlib.util.spec_from_file_location(
+        "auxsegnet_measure", ROOT / "examples/auxsegnet/measure_saliency.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = module.main(["--images", "8", *sum([["--set", s] for s in tiny], [])])
+    assert "border_prior" in results
+    for r in results.values():
+        assert 0.0 <= r["iou"] <= r["best_iou"] <= 1.0 and r["ms_per_image"] > 0
