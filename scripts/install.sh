@@ -34,6 +34,13 @@ if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
   export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-"8.0;9.0"}
   export FORCE_CUDA=${FORCE_CUDA:-1}
 fi
+# Rebuild only when csrc/ or setup.py changed since the last build (or none exists).
+so=$(ls wsss_blocks/_C*.so 2>/dev/null | head -n 1 || true)
+if [ -n "$so" ] && [ -z "$(find csrc setup.py -newer "$so" -type f)" ] \
+    && "$PIP" show wsss-blocks >/dev/null 2>&1; then
+  echo "[install] wsss-blocks already built ($so)"
+  exit 0
+fi
 echo "[install] wsss-blocks (building csrc/, FORCE_CUDA=${FORCE_CUDA:-0})"
 start=$(date +%s)
 CFLAGS=${CFLAGS:--g0} MAX_JOBS=${MAX_JOBS:-2} "$PIP" install -q --no-build-isolation --no-deps -e .
