@@ -271,10 +271,12 @@ def evaluate(net, val_set, cfg, out_dir: Path, stage: int) -> dict:
 
 
 def lr_factor(step: int, total: int, t: dict) -> float:
-    """Linear warm-up, then poly decay over all stages: a factor in [0, 1]."""
-    if step < t["lr_warmup_iterations"]:
-        return (step + 1) / t["lr_warmup_iterations"]
-    return (1 - step / total) ** t["poly_power"]
+    """Poly decay over all stages, with a linear warm-up at the start of *every* stage: a
+    factor in [0, 1]. The re-warm-up matters: the segmentation loss starts at stage 1 on
+    a head whose Adam moments saw almost no gradient, and full-rate steps blew it up."""
+    warm, first = t["lr_warmup_iterations"], t["warmup_iterations"]
+    in_stage = step if step < first else (step - first) % t["stage_iterations"]
+    return min(1.0, (in_stage + 1) / warm) * (1 - step / total) ** t["poly_power"]
 
 
 def step_losses(model, batch, weights: dict, stage: int, bf16: bool) -> dict:
@@ -372,6 +374,8 @@ def train(cfg: dict) -> dict:
                 raise FloatingPointError(f"non-finite loss at step {step}: {terms}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if t["grad_clip"]:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
             optimizer.step()
             scheduler.step()
             if teacher is not None:

@@ -128,3 +128,14 @@ def test_saliency_measurement_script_reports_each_estimator(tiny):
     assert "border_prior" in results
     for r in results.values():
         assert 0.0 <= r["iou"] <= r["best_iou"] <= 1.0 and r["ms_per_image"] > 0
+
+
+def test_learning_rate_warms_up_again_at_every_stage(trainer):
+    t = {"lr_warmup_iterations": 10, "warmup_iterations": 40, "stage_iterations": 30,
+         "poly_power": 0.9}  # fmt: skip
+    total = 40 + 2 * 30
+    factors = [trainer.lr_factor(s, total, t) for s in range(total)]
+    assert all(0.0 < f <= 1.0 for f in factors)
+    for start in (0, 40, 70):  # warm-up, stage 1, stage 2 begin small and ramp up
+        assert factors[start] < 0.15 and factors[start + 9] > 5 * factors[start]
+    assert factors[39] > factors[40] and factors[69] > factors[70]
