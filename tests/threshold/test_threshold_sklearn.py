@@ -154,3 +154,12 @@ def test_threshold_cosa_code_defaults_reproduce_the_official_call():
     h = 1.0 / BINS
     assert abs(float(searcher.bounds[0]) - low) <= 2 * h
     assert abs(float(searcher.bounds[1]) - high) <= 2 * h
+
+
+def test_agrees_on_cam_values_from_a_training_run():
+    """Real max-CAM values ν (the CoSA example's CAM baseline on MF-Seg, step 600)."""
+    from pathlib import Path
+
+    x = np.load(Path(__file__).parent / "data" / "mfseg_cam_values.npz")["nu"].astype(np.float64)
+    assert x.size == 20000 and 0.0 <= x.min() and x.max() <= 1.0
+    _assert_agrees(x)
