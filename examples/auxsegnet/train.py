@@ -280,7 +280,8 @@ def lr_factor(step: int, total: int, t: dict) -> float:
 
 
 def step_losses(model, batch, weights: dict, stage: int, bf16: bool) -> dict:
-    """Loss terms of one batch; stage 0 (warm-up) trains classification and saliency."""
+    """Loss terms of one batch; stage 0 (warm-up) trains classification and the plain
+    saliency head only."""
     x, labels, y, s, valid = batch
     size = x.shape[-2:]
     with autocast(bf16):
@@ -288,9 +289,12 @@ def step_losses(model, batch, weights: dict, stage: int, bf16: bool) -> dict:
     terms = {"cls": classification_loss(out.logits.float(), labels)}
     if weights["sal"]:
         terms["sal"] = saliency_loss(upsample(out.sal.float(), size), s, valid)
-    if weights["sal_refined"]:
-        terms["sal_refined"] = saliency_loss(upsample(out.sal_refined.float(), size), s, valid)
     if stage > 0:
+        # The cross-task affinity trains only once both tasks have labels: with the
+        # saliency term alone it inflated the segmentation features, and the first
+        # segmentation logits of stage 1 then gave CE ≈ 100.
+        if weights["sal_refined"]:
+            terms["sal_refined"] = saliency_loss(upsample(out.sal_refined.float(), size), s, valid)
         if weights["seg"]:
             terms["seg"] = raw_cam2seg_loss(upsample(out.seg.float(), size), y)
         if weights["seg_refined"]:
