@@ -21,6 +21,9 @@ baseline: install
 supervised: install
 	$(PY) examples/cosa/train.py --config examples/cosa/configs/supervised.yaml
 
+auxsegnet: install
+	$(PY) examples/auxsegnet/train.py --config examples/auxsegnet/configs/default.yaml
+
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider
 

@@ -6,6 +6,13 @@ Each block takes tensors and returns tensors; import only what you need::
 """
 
 from ._checks import IGNORE_INDEX
+from .affinity import (
+    CrossTaskAffinityFusion,
+    NonLocalAffinity,
+    fuse_affinities,
+    nonlocal_affinity,
+    propagate,
+)
 from .cam import CAMExtractor, CAMOutput, TimmFeatures, normalize_cam, pool_cam
 from .losses import classification_loss, raw_cam2seg_loss, seg2cam_loss
 from .losses.contrastive import contrastive_separation_loss
@@ -19,6 +26,17 @@ from .pseudo_labels import (
     perplexity,
     raw_weights,
     seg_to_spl,
+)
+from .saliency import (
+    SALIENCY_METHODS,
+    border_prior_saliency,
+    cached_saliency,
+    estimate_saliency,
+    fuse_cam_saliency,
+    load_saliency_maps,
+    opencv_saliency,
+    saliency_loss,
+    save_saliency_maps,
 )
 from .teacher import EMATeacher
 from .threshold import GMMThresholdSearcher, gmm_crossing, unit_histogram
@@ -51,4 +69,18 @@ __all__ = [
     "raw_weights",
     "seg_to_spl",
     "EMATeacher",
+    "CrossTaskAffinityFusion",
+    "NonLocalAffinity",
+    "fuse_affinities",
+    "nonlocal_affinity",
+    "propagate",
+    "SALIENCY_METHODS",
+    "border_prior_saliency",
+    "cached_saliency",
+    "estimate_saliency",
+    "fuse_cam_saliency",
+    "load_saliency_maps",
+    "opencv_saliency",
+    "saliency_loss",
+    "save_saliency_maps",
 ]
