@@ -506,7 +506,7 @@ def main(argv: list[str] | None = None) -> dict:
     final = train(cfg, resume=args.resume, stop_at=args.stop_at)
     cpl, seg = (final.get(k, float("nan")) for k in ("train_cpl_miou", "val_seg_miou"))
     print(
-        f"\nFINAL ({cfg['method']}, {final['minutes']:.1f} min): "
+        f"\nFINAL ({cfg['method']}, {cfg['output_dir']}, {final['minutes']:.1f} min): "
         f"CPL mIoU (train) {100 * cpl:.1f}%  segmentation mIoU (val) {100 * seg:.1f}%"
     )
     return final
