@@ -25,16 +25,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import random
 import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn as nn
-import yaml
 from tqdm import tqdm
 
 from wsss_blocks import (
@@ -74,6 +71,7 @@ load_config = _cosa.load_config  # YAML + `base:` + `--set section.key=value`
 build_data = _cosa.build_data  # the same cached MF-Seg splits as the CoSA example
 autocast = _cosa.autocast
 save_checkpoint = _cosa.save_checkpoint
+start_run = _cosa.start_run  # threads, seeds, output folder, resolved config
 
 LOSS_WEIGHTS = ("cls", "seg", "seg_refined", "sal", "sal_refined")
 
@@ -305,14 +303,7 @@ def step_losses(model, batch, weights: dict, stage: int, bf16: bool) -> dict:
 def train(cfg: dict) -> dict:
     """Train all stages as ``cfg`` says; returns the final metrics and the per-stage
     history (also written to ``output_dir/metrics.json``)."""
-    torch.set_num_threads(cfg["threads"])
-    torch.manual_seed(cfg["seed"])
-    np.random.seed(cfg["seed"])
-    random.seed(cfg["seed"])
-    out_dir = Path(cfg["output_dir"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "config.yaml", "w") as f:
-        yaml.safe_dump(cfg, f)
+    out_dir = start_run(cfg)
 
     t0 = time.time()
     train_set, val_set = build_data(cfg)

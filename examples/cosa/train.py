@@ -378,10 +378,8 @@ def poly_lr(step: int, cfg: dict) -> float:
     return (1 - step / t["iterations"]) ** t["poly_power"]
 
 
-def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
-    """Train as ``cfg`` says; ``resume`` continues from ``output_dir/checkpoint.pt``;
-    ``stop_at`` ends this invocation after that step (with a checkpoint), for
-    interrupted runs. Returns the final evaluation (and ``minutes``)."""
+def start_run(cfg: dict) -> Path:
+    """Set threads and seeds, create ``output_dir`` and save the resolved config there."""
     torch.set_num_threads(cfg["threads"])
     torch.manual_seed(cfg["seed"])
     np.random.seed(cfg["seed"])
@@ -390,6 +388,14 @@ def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "config.yaml", "w") as f:
         yaml.safe_dump(cfg, f)
+    return out_dir
+
+
+def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
+    """Train as ``cfg`` says; ``resume`` continues from ``output_dir/checkpoint.pt``;
+    ``stop_at`` ends this invocation after that step (with a checkpoint), for
+    interrupted runs. Returns the final evaluation (and ``minutes``)."""
+    out_dir = start_run(cfg)
 
     t0 = time.time()
     train_set, val_set = build_data(cfg)
