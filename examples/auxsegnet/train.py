@@ -23,7 +23,6 @@ classical estimator computed once and cached (default: the border prior).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -56,22 +55,8 @@ from wsss_blocks.saliency import (
 )
 from wsss_blocks.viz import save_overlay_grid
 
-
-def _cosa_trainer():
-    """The sibling CoSA trainer, for its config loader, MF-Seg builder and helpers."""
-    path = Path(__file__).resolve().parents[1] / "cosa" / "train.py"
-    spec = importlib.util.spec_from_file_location("_wsss_examples_cosa_train", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_cosa = _cosa_trainer()
-load_config = _cosa.load_config  # YAML + `base:` + `--set section.key=value`
-build_data = _cosa.build_data  # the same cached MF-Seg splits as the CoSA example
-autocast = _cosa.autocast
-save_checkpoint = _cosa.save_checkpoint
-start_run = _cosa.start_run  # threads, seeds, output folder, resolved config
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: example_utils
+from example_utils import autocast, build_data, load_config, save_checkpoint, start_run  # noqa: E402
 
 LOSS_WEIGHTS = ("cls", "seg", "seg_refined", "sal", "sal_refined")
 

@@ -13,18 +13,13 @@ shapes (see docs/). One step follows Eq. 11 of Yang et al., CoSA, ECCV 2024:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import random
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from tqdm import tqdm
 
 from wsss_blocks import (
@@ -46,67 +41,22 @@ from wsss_blocks import (
     seg2cam_loss,
     seg_to_spl,
 )
-from wsss_blocks.data import MFSeg, WeakStrongViews
+from wsss_blocks.data import WeakStrongViews
 from wsss_blocks.models import load_weights_by_position, packaged_weights_path, upsample
 from wsss_blocks.viz import plot_threshold_diagnostics, save_overlay_grid
 
-# --------------------------------------------------------------------------- config
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: example_utils
+from example_utils import (  # noqa: E402
+    autocast,
+    build_data,
+    load_config,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    start_run,
+)
 
-
-def merge(base: dict, update: dict) -> dict:
-    """Recursive dict merge: ``update`` wins; unknown keys are an error (catches typos)."""
-    out = dict(base)
-    for key, value in update.items():
-        if key not in base:
-            raise ValueError(f"unknown config key {key!r} (known: {sorted(base)})")
-        out[key] = merge(base[key], value) if isinstance(value, dict) else value
-    return out
-
-
-def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> dict:
-    """Read a YAML config and apply ``section.key=value`` overrides (values parsed as YAML).
-
-    A config may start from another with ``base: other.yaml`` (path relative to it) and
-    change only what differs, e.g. the ablation configs.
-    """
-    path = Path(path)
-    with open(path) as f:
-        cfg = yaml.safe_load(f)
-    if "base" in cfg:
-        cfg = merge(load_config(path.parent / cfg.pop("base")), cfg)
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"--set expects section.key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            if p not in node or not isinstance(node[p], dict):
-                raise ValueError(f"--set {key}: unknown section {p!r}")
-            node = node[p]
-        if leaf not in node:
-            raise ValueError(f"--set {key}: unknown key {leaf!r} (known: {sorted(node)})")
-        node[leaf] = yaml.safe_load(value)
-    return cfg
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def build_data(cfg: dict) -> tuple[MFSeg, MFSeg]:
-    d = cfg["data"]
-    if d["name"] != "mfseg":
-        raise ValueError(f"data.name must be 'mfseg' in this example, got {d['name']!r}")
-    common = dict(
-        num_train=d["num_train"],
-        num_val=d["num_val"],
-        image_size=d["image_size"],
-        max_objects=d["max_objects"],
-        scale_range=tuple(d["scale_range"]),
-        cooccurrence=d["cooccurrence"],
-        seed=cfg["seed"],
-    )
-    return MFSeg("train", **common), MFSeg("val", **common)
+# ---------------------------------------------------------------------------- model
 
 
 def build_model(cfg: dict, num_classes: int) -> CoSANet:
@@ -133,10 +83,6 @@ def build_model(cfg: dict, num_classes: int) -> CoSANet:
 
 
 # ----------------------------------------------------------------------------- step
-
-
-def autocast(enabled: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
 class Thresholds:
@@ -343,30 +289,6 @@ def evaluate(net, train_set, val_set, thresholds, cfg, step, out_dir) -> dict:
     return result
 
 
-# ---------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Atomic save: write a temporary file, then rename over the old checkpoint."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def rng_state() -> dict:
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-
-
 # ----------------------------------------------------------------------------- main
 
 
@@ -376,19 +298,6 @@ def poly_lr(step: int, cfg: dict) -> float:
     if step < t["lr_warmup_iterations"]:
         return (step + 1) / t["lr_warmup_iterations"]
     return (1 - step / t["iterations"]) ** t["poly_power"]
-
-
-def start_run(cfg: dict) -> Path:
-    """Set threads and seeds, create ``output_dir`` and save the resolved config there."""
-    torch.set_num_threads(cfg["threads"])
-    torch.manual_seed(cfg["seed"])
-    np.random.seed(cfg["seed"])
-    random.seed(cfg["seed"])
-    out_dir = Path(cfg["output_dir"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "config.yaml", "w") as f:
-        yaml.safe_dump(cfg, f)
-    return out_dir
 
 
 def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
@@ -435,8 +344,14 @@ def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
     n = len(train_set)
     bs = t["batch_size"]
     eval_net = teacher.module if teacher is not None else model
-    bar = tqdm(range(start, t["iterations"]), initial=start, total=t["iterations"],
-               desc=f"{cfg['method']}", dynamic_ncols=True, file=sys.stdout)
+    bar = tqdm(
+        range(start, t["iterations"]),
+        initial=start,
+        total=t["iterations"],
+        desc=f"{cfg['method']}",
+        dynamic_ncols=True,
+        file=sys.stdout,
+    )
     for step in bar:
         model.train()
         idx = torch.randint(0, n, (bs,))
@@ -447,8 +362,9 @@ def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
         if cfg["method"] == "supervised":
             terms = supervised_losses(model, (x_weak, x_strong), mask, cfg)
         else:
-            terms = cosa_losses(model, teacher, (x_weak, x_strong), labels[idx], step,
-                                thresholds, cfg)
+            terms = cosa_losses(
+                model, teacher, (x_weak, x_strong), labels[idx], step, thresholds, cfg
+            )
         loss = sum(weights[k] * v for k, v in terms.items())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {step}: {terms}")
@@ -502,11 +418,20 @@ LOSS_WEIGHTS = ("cls", "cls_early", "c2s", "c2s_early", "s2c", "csc")
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(Path(__file__).parent / "configs/default.yaml"))
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a config value (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value (repeatable)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from checkpoint.pt")
-    parser.add_argument("--stop-at", type=int, metavar="STEP",
-                        help="stop after this step (a checkpoint is written); resume later")
+    parser.add_argument(
+        "--stop-at",
+        type=int,
+        metavar="STEP",
+        help="stop after this step (a checkpoint is written); resume later",
+    )
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.set)
     final = train(cfg, resume=args.resume, stop_at=args.stop_at)
