@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import torch.nn as nn
 from tqdm import tqdm
 
 from wsss_blocks import (
@@ -45,8 +44,7 @@ from wsss_blocks import (
 )
 from wsss_blocks.affinity import CrossTaskAffinityFusion, NonLocalAffinity, propagate
 from wsss_blocks.data import WeakStrongViews
-from wsss_blocks.models import upsample
-from wsss_blocks.models.cosa import IMAGENET_MEAN, IMAGENET_STD
+from wsss_blocks.models import CAMBackboneNet, upsample
 from wsss_blocks.saliency import (
     cached_saliency,
     fuse_cam_saliency,
@@ -85,35 +83,24 @@ def _head(head: LargeFOV, features: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return hidden, head.body[-1](hidden)
 
 
-class AuxSegNet(nn.Module):
+class AuxSegNet(CAMBackboneNet):
     """Shared timm backbone, CAM classifier, saliency and segmentation heads, cross-task
     affinity. Input: (B, 3, H, W) float in [0, 1] (normalised inside)."""
 
     def __init__(self, num_classes: int, m: dict):
-        super().__init__()
-        self.cam_extractor = CAMExtractor(
+        super().__init__(CAMExtractor(
             m["backbone"], num_classes, m["last_index"], None, m["pooling"],
             pretrained=m["pretrained"], output_stride=m["output_stride"],
-        )  # fmt: skip
+        ))  # fmt: skip
         d, width = self.cam_extractor.feature_channels, m["head_width"]
         self.seg_head = LargeFOV(d, num_classes + 1, width, m["head_dilation"])
         self.sal_head = LargeFOV(d, 1, width, m["head_dilation"])
         self.seg_affinity = NonLocalAffinity(width, m["key_channels"])
         self.sal_affinity = NonLocalAffinity(width, m["key_channels"])
         self.fusion = CrossTaskAffinityFusion(2)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
-
-    def backbone_parameters(self) -> list[nn.Parameter]:
-        return list(self.cam_extractor.features.parameters())
-
-    def head_parameters(self) -> list[nn.Parameter]:
-        ids = {id(p) for p in self.backbone_parameters()}
-        return [p for p in self.parameters() if id(p) not in ids]
 
     def forward(self, images: torch.Tensor) -> AuxOutput:
-        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
-        out = self.cam_extractor(x)
+        out = self.cam_extractor(self.normalize(images))
         f_seg, seg = _head(self.seg_head, out.features)
         f_sal, sal = _head(self.sal_head, out.features)
         affinity = self.fusion(self.seg_affinity(f_seg), self.sal_affinity(f_sal))

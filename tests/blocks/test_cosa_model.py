@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from wsss_blocks import EMATeacher
 from wsss_blocks.models import CoSANet, LargeFOV, upsample
-from wsss_blocks.models.cosa import IMAGENET_MEAN, IMAGENET_STD
+from wsss_blocks.models.base import IMAGENET_MEAN, IMAGENET_STD
 
 R18 = {"pretrained": False, "layers": [1, 1, 1, 1]}
 
@@ -110,6 +110,12 @@ def test_parameter_groups_partition_the_network(cnn_net):
         cnn_net.decoder,
     ):
         assert {id(p) for p in m.parameters()} <= ids_h
+
+
+def test_normalisation_constants_stay_out_of_checkpoints(cnn_net):
+    keys = cnn_net.state_dict().keys()
+    assert not {"mean", "std"} & set(keys)
+    assert any(k.startswith("cam_extractor.features.") for k in keys)
 
 
 def test_cosanet_trains_end_to_end_with_ema_teacher(cnn_net):

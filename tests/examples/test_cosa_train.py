@@ -46,7 +46,8 @@ def test_each_config_trains_and_reports(config, tiny):
     out = Path(tiny()[-1].split("=", 1)[1])
     assert (out / "checkpoint.pt").is_file() and (out / "metrics.json").is_file()
     assert sorted(p.name for p in (out / "overlays").glob("*.png")) == [
-        "step_000002.png", "step_000004.png"
+        "step_000002.png",
+        "step_000004.png",
     ]
     if config == "default.yaml":  # the dynamic threshold ran after warm-up and was plotted
         assert list((out / "threshold").glob("*.png"))

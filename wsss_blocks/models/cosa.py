@@ -10,9 +10,7 @@ import torch.nn.functional as F
 
 from .._checks import check_ndim
 from ..cam import CAMExtractor
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .base import CAMBackboneNet
 
 
 class LargeFOV(nn.Module):
@@ -93,7 +91,7 @@ class CoSAOutput(NamedTuple):
     seg: torch.Tensor
 
 
-class CoSANet(nn.Module):
+class CoSANet(CAMBackboneNet):
     """CoSA's network, used for both the ON (student) and the AN (its EMA teacher).
 
     Input images are floats in [0, 1]; the network normalises them with the ImageNet
@@ -130,33 +128,17 @@ class CoSANet(nn.Module):
         decoder_dilation: int = 5,
         **create_kwargs,
     ):
-        super().__init__()
-        self.num_classes = num_classes
-        self.cam_extractor = CAMExtractor(
-            backbone, num_classes, last_index, early_index, pooling, **create_kwargs
+        super().__init__(
+            CAMExtractor(backbone, num_classes, last_index, early_index, pooling, **create_kwargs)
         )
+        self.num_classes = num_classes
         self.decoder = LargeFOV(
             self.cam_extractor.feature_channels, num_classes + 1, decoder_width, decoder_dilation
         )
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
-
-    def backbone_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the backbone (CoSA trains them at the base learning rate)."""
-        return list(self.cam_extractor.features.parameters())
-
-    def head_parameters(self) -> list[nn.Parameter]:
-        """CAM classifiers and decoder (CoSA: 10× the base learning rate)."""
-        ids = {id(p) for p in self.backbone_parameters()}
-        return [p for p in self.parameters() if id(p) not in ids]
 
     def forward(self, images: torch.Tensor) -> CoSAOutput:
         """images: (B, 3, H, W) float in [0, 1]. Returns :class:`CoSAOutput`."""
-        check_ndim("images", images, 4, "(B, 3, H, W)")
-        if images.shape[1] != 3:
-            raise ValueError(f"images must have 3 channels, got shape {tuple(images.shape)}")
-        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
-        out = self.cam_extractor(x)
+        out = self.cam_extractor(self.normalize(images))
         seg = self.decoder(out.features)
         return CoSAOutput(out.logits, out.early_logits, out.cam, out.early_cam, seg)
 
