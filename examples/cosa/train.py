@@ -252,17 +252,27 @@ def evaluate(net, train_set, val_set, thresholds, cfg, step, out_dir) -> dict:
     xi = thresholds.current("xi")
     result["train_cpl_miou"] = float("nan")  # no CPL in the supervised bound
     if cfg["method"] == "cosa":
-        cpl_miou = MeanIoU(num_classes)
+        # CPL of M' with ξ; and, where M† is trained, the CPL of M†' with ξ† (a diagnostic:
+        # how good are the pseudo-labels of L_c2s† and the CSC anchors?).
+        cpl_miou, early_miou = MeanIoU(num_classes), MeanIoU(num_classes)
+        xi_d = thresholds.current("xi_dagger")
+        early = cfg["model"]["early_index"] is not None and cfg["loss"]["cls_early"] > 0
         images, masks, labels = train_set.tensors()
         n = min(len(train_set), cfg["data"]["cpl_eval_images"])
         for i in range(0, n, bs):
             x = images[i : min(i + bs, n)].float() / 255
-            lab = labels[i : i + len(x)]
+            lab, gt = labels[i : i + len(x)], masks[i : i + len(x)].long()
             with autocast(bf16):
                 out = net(x)
             cpl, _, _ = pseudo_labels(an_cam(out.cam, lab, x.shape[-2:]), lab, xi, cfg)
-            cpl_miou.update(cpl, masks[i : i + len(x)].long())
+            cpl_miou.update(cpl, gt)
+            if early:
+                cam_d = an_cam(out.early_cam, lab, x.shape[-2:])
+                early_miou.update(pseudo_labels(cam_d, lab, xi_d, cfg)[0], gt)
         result["train_cpl_miou"] = cpl_miou.compute()["miou"]
+        if early:
+            result["train_cpl_early_miou"] = early_miou.compute()["miou"]
+            result["xi_dagger"] = float(xi_d)
     result["xi"] = float(xi)
 
     k = cfg["eval"]["num_overlays"]

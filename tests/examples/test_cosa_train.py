@@ -51,6 +51,9 @@ def test_each_config_trains_and_reports(config, tiny):
     ]
     if config == "default.yaml":  # the dynamic threshold ran after warm-up and was plotted
         assert list((out / "threshold").glob("*.png"))
+        assert 0.0 <= final["train_cpl_early_miou"] <= 1.0  # M† is trained: its CPL is measured
+    else:
+        assert "train_cpl_early_miou" not in final
 
 
 def test_every_loss_term_can_be_switched_off(tiny):
