@@ -33,7 +33,9 @@ def tiny(tmp_path, monkeypatch):
     return lambda extra=(): TINY + [f"output_dir={tmp_path / 'run'}", *extra]
 
 
-@pytest.mark.parametrize("config", ["default.yaml", "baseline.yaml", "supervised.yaml"])
+@pytest.mark.parametrize(
+    "config", ["default.yaml", "paper.yaml", "baseline.yaml", "supervised.yaml"]
+)
 def test_each_config_trains_and_reports(config, tiny):
     trainer = _trainer()
     overrides = sum([["--set", s] for s in tiny()], [])
@@ -49,7 +51,7 @@ def test_each_config_trains_and_reports(config, tiny):
         "step_000002.png",
         "step_000004.png",
     ]
-    if config == "default.yaml":  # the dynamic threshold ran after warm-up and was plotted
+    if config in ("default.yaml", "paper.yaml"):  # the dynamic threshold ran and was plotted
         assert list((out / "threshold").glob("*.png"))
         assert 0.0 <= final["train_cpl_early_miou"] <= 1.0  # M† is trained: its CPL is measured
     else:
@@ -67,9 +69,17 @@ def test_every_loss_term_can_be_switched_off(tiny):
     assert math.isfinite(final["val_seg_miou"])
 
 
+def test_paper_config_has_every_term_of_eq_11_at_the_paper_weights():
+    loss = _trainer().load_config(CONFIGS / "paper.yaml")["loss"]
+    weights = {k: loss[k] for k in ("cls", "cls_early", "c2s", "c2s_early", "s2c", "csc")}
+    assert weights == {"cls": 1, "cls_early": 1, "c2s": 0.1, "c2s_early": 0.1, "s2c": 0.05,
+                       "csc": 0.1}  # fmt: skip
+    assert loss["raw"]
+
+
 def test_resume_continues_bit_for_bit(tiny, tmp_path):
-    trainer = _trainer()
-    args = ["--config", str(CONFIGS / "default.yaml"), *sum([["--set", s] for s in tiny()], [])]
+    trainer = _trainer()  # paper.yaml: every loss term, the CSC kernel included, is resumed
+    args = ["--config", str(CONFIGS / "paper.yaml"), *sum([["--set", s] for s in tiny()], [])]
     ckpt = tmp_path / "run" / "checkpoint.pt"
     trainer.main(args)
     straight = torch.load(ckpt, weights_only=False)
