@@ -4,10 +4,11 @@
     python examples/cosa/ablation.py --variants core,core-SA  # some of them
     python examples/cosa/ablation.py --set threads=1 --set seed=1
 
-Each variant is the paper config (every term of Eq. 11) plus a few ``--set`` overrides,
-trained in ``<output-dir>/<variant>/``. A variant whose ``metrics.json`` exists is not
-run again, so an interrupted ablation continues where it stopped. The table (CPL mIoU on
-train, segmentation mIoU on val, minutes) goes to ``<output-dir>/ablation.md``.
+Each variant is one of the configs (mostly paper.yaml: every term of Eq. 11) plus a few
+``--set`` overrides, trained in ``<output-dir>/<variant>/``. A variant whose
+``metrics.json`` exists is not run again, so an interrupted ablation continues where it
+stopped. The table (CPL mIoU on train, segmentation mIoU on val, minutes) goes to
+``<output-dir>/ablation.md``.
 """
 
 from __future__ import annotations
@@ -17,41 +18,44 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import train as cosa_train  # noqa: E402  (the sibling trainer)
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import train as cosa_train  # noqa: E402  (the sibling trainer)
 
 # "core": the CoSA mechanisms that need no early layer: swapped assignments (EMA teacher
 # as AN), RAW weighting and the dynamic threshold (DT). GC = guided CAM (L_s2c).
 CORE = ["loss.s2c=0", "loss.cls_early=0", "loss.c2s_early=0", "loss.csc=0"]
-VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "paper": ("every term of Eq. 11 (paper.yaml)", []),
-    "default": ("default.yaml: paper without L_c2s† and CSC", ["loss.c2s_early=0", "loss.csc=0"]),
-    "core": ("SA + RAW + DT, L_cls and L_c2s only", CORE),
-    "core-SA": ("core without SA (the ON labels itself)", [*CORE, "train.use_teacher=false"]),
-    "core-RAW": ("core without RAW (plain CE)", [*CORE, "loss.raw=false"]),
-    "core-DT": ("core with a fixed ξ = 0.5", [*CORE, "threshold.dynamic=false"]),
-    "core+GC": ("core + L_s2c", [*CORE, "loss.s2c=0.05"]),
-    "core+cls†": ("core + L_cls† (trains M†)", [*CORE, "loss.cls_early=1"]),
-    "core+cls†+c2s†": ("core + L_cls† + L_c2s†", [*CORE, "loss.cls_early=1", "loss.c2s_early=0.1"]),
-    "core+cls†+CSC": ("core + L_cls† + L_csc", [*CORE, "loss.cls_early=1", "loss.csc=0.1"]),
-    "baseline": (
-        "baseline.yaml: no SA, RAW, DT, GC, M†, CSC",
-        [*CORE, "train.use_teacher=false", "loss.raw=false", "threshold.dynamic=false"],
-    ),
-}
+# name -> (description, config file in configs/, overrides)
+VARIANTS: dict[str, tuple[str, str, list[str]]] = {
+    "paper": ("every term of Eq. 11", "paper.yaml", []),
+    "default": ("paper without L_c2s† and CSC", "default.yaml", []),
+    "core": ("SA + RAW + DT, L_cls and L_c2s only", "paper.yaml", CORE),
+    "core-SA": ("core without SA (the ON labels itself)", "paper.yaml",
+                [*CORE, "train.use_teacher=false"]),
+    "core-RAW": ("core without RAW (plain CE)", "paper.yaml", [*CORE, "loss.raw=false"]),
+    "core-DT": ("core with a fixed ξ = 0.5", "paper.yaml",
+                [*CORE, "threshold.dynamic=false"]),
+    "core+GC": ("core + L_s2c", "paper.yaml", [*CORE, "loss.s2c=0.05"]),
+    "core+cls†": ("core + L_cls† (trains M†)", "paper.yaml", [*CORE, "loss.cls_early=1"]),
+    "core+cls†+c2s†": ("core + L_cls† + L_c2s†", "paper.yaml",
+                       [*CORE, "loss.cls_early=1", "loss.c2s_early=0.1"]),
+    "core+cls†+CSC": ("core + L_cls† + L_csc", "paper.yaml",
+                      [*CORE, "loss.cls_early=1", "loss.csc=0.1"]),
+    "baseline": ("no SA, RAW, DT, GC, M†, CSC", "baseline.yaml", []),
+}  # fmt: skip
 
 
-def run_variant(name: str, overrides: list[str], common: list[str], out_dir: Path) -> dict:
+def load_variant(name: str, common: list[str] = ()) -> dict:
+    """The resolved config of variant ``name``, with the ``common`` overrides applied last."""
+    _, config, overrides = VARIANTS[name]
+    return cosa_train.load_config(HERE / "configs" / config, [*overrides, *common])
+
+
+def run_variant(name: str, common: list[str], out_dir: Path) -> dict:
     """Train one variant (unless its metrics.json exists); returns its final metrics."""
     metrics = out_dir / name / "metrics.json"
     if not metrics.is_file():
-        cfg = cosa_train.load_config(
-            HERE / "configs" / "paper.yaml",
-            [*overrides, *common, f"output_dir={out_dir / name}"],
-        )
-        cosa_train.train(cfg)
+        cosa_train.train(load_variant(name, [*common, f"output_dir={out_dir / name}"]))
     with open(metrics) as f:
         return json.load(f)["final"]
 
@@ -86,9 +90,9 @@ def main(argv: list[str] | None = None) -> str:
     out_dir = Path(args.output_dir)
     rows = []
     for name in names:
-        what, overrides = VARIANTS[name]
+        what = VARIANTS[name][0]
         print(f"\n=== {name}: {what}")
-        rows.append((name, what, run_variant(name, overrides, args.set, out_dir)))
+        rows.append((name, what, run_variant(name, args.set, out_dir)))
         text = table(rows)  # rewritten after each variant: partial results survive a stop
         (out_dir / "ablation.md").write_text(text)
     print("\n" + text + f"\nwritten to {out_dir / 'ablation.md'}")

@@ -19,15 +19,18 @@ def _ablation():
 
 def test_every_variant_is_a_valid_config():
     ablation = _ablation()
-    paper = ablation.HERE / "configs" / "paper.yaml"
-    for name, (_, overrides) in ablation.VARIANTS.items():
-        cfg = ablation.cosa_train.load_config(paper, overrides)
-        assert cfg["method"] == "cosa", name
-    base = ablation.cosa_train.load_config(paper, ablation.VARIANTS["baseline"][1])
-    same = ablation.cosa_train.load_config(ablation.HERE / "configs" / "baseline.yaml")
-    assert {k: v for k, v in base.items() if k != "output_dir"} == {
-        k: v for k, v in same.items() if k != "output_dir"
-    }  # the "baseline" variant is baseline.yaml
+    for name in ablation.VARIANTS:
+        assert ablation.load_variant(name)["method"] == "cosa", name
+
+
+def test_core_without_sa_raw_dt_is_the_baseline():
+    ablation = _ablation()
+    no_sa_raw_dt = ["train.use_teacher=false", "loss.raw=false", "threshold.dynamic=false"]
+    core = ablation.load_variant("core", no_sa_raw_dt)
+    base = ablation.load_variant("baseline")
+    assert {k: v for k, v in core.items() if k != "output_dir"} == {
+        k: v for k, v in base.items() if k != "output_dir"
+    }
 
 
 def test_runs_variants_writes_table_and_resumes(tmp_path, monkeypatch):
