@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss_blocks import EMATeacher
-from wsss_blocks.models import CoSANet, LargeFOV, upsample
+from wsss_blocks.models import CAMBackboneNet, CoSANet, LargeFOV, upsample
 from wsss_blocks.models.base import IMAGENET_MEAN, IMAGENET_STD
 
 R18 = {"pretrained": False, "layers": [1, 1, 1, 1]}
@@ -134,8 +134,15 @@ def test_cosanet_bad_input(cnn_net):
         cnn_net(torch.rand(3, 32, 32))
     with pytest.raises(ValueError, match="images"):
         cnn_net(torch.rand(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="images must be a floating-point"):
+        cnn_net(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
     with pytest.raises(ValueError, match="num_classes"):
         CoSANet(0, "resnet18", **R18)
+
+
+def test_cam_backbone_net_needs_a_cam_extractor():
+    with pytest.raises(TypeError, match="cam_extractor must be a CAMExtractor, got Linear"):
+        CAMBackboneNet(torch.nn.Linear(3, 3))
 
 
 def test_upsample():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .._checks import check_ndim
+from .._checks import check_float, check_ndim
 from ..cam import CAMExtractor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -22,6 +22,8 @@ class CAMBackboneNet(nn.Module):
     Args:
         cam_extractor: the :class:`wsss_blocks.CAMExtractor` holding the backbone
             (its ``features``) and the CAM classifiers.
+    Raises:
+        TypeError: if ``cam_extractor`` is not a :class:`wsss_blocks.CAMExtractor`.
     Example:
         >>> net = CAMBackboneNet(CAMExtractor("resnet18", 3, pretrained=False))
         >>> net.normalize(torch.rand(2, 3, 8, 8)).shape
@@ -34,6 +36,10 @@ class CAMBackboneNet(nn.Module):
 
     def __init__(self, cam_extractor: CAMExtractor):
         super().__init__()
+        if not isinstance(cam_extractor, CAMExtractor):
+            raise TypeError(
+                f"cam_extractor must be a CAMExtractor, got {type(cam_extractor).__name__}"
+            )
         self.cam_extractor = cam_extractor
         # Not persistent: constants, so checkpoints hold only learned state.
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
@@ -43,9 +49,10 @@ class CAMBackboneNet(nn.Module):
         """(B, 3, H, W) float images in [0, 1] → ImageNet-normalised, same shape and dtype.
 
         Raises:
-            ValueError: if ``images`` is not 4-D with 3 channels.
+            ValueError: if ``images`` is not a 4-D float tensor with 3 channels.
         """
         check_ndim("images", images, 4, "(B, 3, H, W)")
+        check_float("images", images)
         if images.shape[1] != 3:
             raise ValueError(f"images must have 3 channels, got shape {tuple(images.shape)}")
         return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
