@@ -40,8 +40,8 @@ def test_weak_strong_views(benchmark, batch):
     benchmark(views, batch[0], batch[1])
 
 
-# The last case is the earlier default (6x6 CAM grid, batch 32): default.yaml says a
-# stride-8 step on 16 images costs about what that one did.
+# The last case is the earlier default (6x6 CAM grid, batch 32), to compare its step cost
+# with the current default's (stride 8, batch 16; docs/results.md).
 STEP_CASES = {
     "baseline": ("baseline.yaml", []),
     "cosa": ("default.yaml", []),
