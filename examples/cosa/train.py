@@ -93,7 +93,9 @@ class Thresholds:
         t = cfg["threshold"]
         self.dynamic = t["dynamic"]
         self.fixed = torch.tensor(float(t["fixed"]))
-        self.history: dict[str, list[tuple[int, float]]] = {"xi": [], "xi_dagger": []}
+        self._history: dict[str, list[tuple[int, float]]] = {"xi": [], "xi_dagger": []}
+        # recorded ξ stay tensors until read, so recording never waits for the device
+        self._pending: dict[str, list[tuple[int, torch.Tensor]]] = {"xi": [], "xi_dagger": []}
         self.record_every = 5
         self.searchers = {
             name: GMMThresholdSearcher(
@@ -111,9 +113,19 @@ class Thresholds:
         if not self.dynamic:
             return self.fixed
         xi = self.searchers[name].update(confidence)
-        if step % self.record_every == 0 or not self.history[name]:  # float() syncs: not every step
-            self.history[name].append((step, float(xi)))
+        if step % self.record_every == 0 or not (self._history[name] or self._pending[name]):
+            self._pending[name].append((step, xi.detach().clone()))
         return xi
+
+    @property
+    def history(self) -> dict[str, list[tuple[int, float]]]:
+        """Recorded (step, ξ) pairs per threshold; reading it syncs once with the device."""
+        for name, pending in self._pending.items():
+            if pending:
+                values = torch.stack([v for _, v in pending]).tolist()
+                self._history[name] += [(s, v) for (s, _), v in zip(pending, values, strict=True)]
+                pending.clear()
+        return self._history
 
     def current(self, name: str) -> torch.Tensor:
         return self.searchers[name].threshold if self.dynamic else self.fixed
@@ -128,7 +140,8 @@ class Thresholds:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.history = state["history"]
+        self._history = {k: list(v) for k, v in state["history"].items()}
+        self._pending = {k: [] for k in self._history}
         for k, s in self.searchers.items():
             s.load_state_dict(state["searchers"][k])
 

@@ -92,3 +92,18 @@ def test_resume_continues_bit_for_bit(tiny, tmp_path):
     for name in ("model", "teacher"):
         for key, value in straight[name].items():
             assert torch.equal(value, resumed[name][key]), f"{name}.{key} differs"
+
+
+def test_threshold_history_records_every_fifth_step_and_round_trips():
+    trainer = _trainer()
+    cfg = trainer.load_config(CONFIGS / "default.yaml", TINY)
+    thresholds = trainer.Thresholds(cfg)
+    for step in range(12):
+        thresholds.update("xi", torch.rand(2, 8, 8), step)
+    history = thresholds.history["xi"]
+    assert [s for s, _ in history] == [0, 5, 10]
+    assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for _, v in history)
+    assert history[-1][1] == pytest.approx(float(thresholds.current("xi")), abs=0.05)
+    restored = trainer.Thresholds(cfg)
+    restored.load_state_dict(thresholds.state_dict())
+    assert restored.history == thresholds.history
