@@ -25,6 +25,9 @@ import train as cosa_train  # noqa: E402  (the sibling trainer)
 # "core": the CoSA mechanisms that need no early layer: swapped assignments (EMA teacher
 # as AN), RAW weighting and the dynamic threshold (DT). GC = guided CAM (L_s2c).
 CORE = ["loss.s2c=0", "loss.cls_early=0", "loss.c2s_early=0", "loss.csc=0"]
+# M† one stage deeper: EfficientNet-Lite0 blocks[3] (80 ch) instead of stage 2 (40 ch);
+# the last layer is unchanged (blocks[4], block-level index 5).
+DEEP_DAGGER = ["model.extra_blocks=true", "model.last_index=5", "model.early_index=4"]
 # name -> (description, config file in configs/, overrides)
 VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "paper": ("every term of Eq. 11", "paper.yaml", []),
@@ -41,6 +44,9 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
                        [*CORE, "loss.cls_early=1", "loss.c2s_early=0.1"]),
     "core+cls†+CSC": ("core + L_cls† + L_csc", "paper.yaml",
                       [*CORE, "loss.cls_early=1", "loss.csc=0.1"]),
+    "paper@blocks3": ("every term of Eq. 11, M† on blocks[3]", "paper.yaml", DEEP_DAGGER),
+    "default+CSC@blocks3": ("default + L_csc, M† on blocks[3]", "default.yaml",
+                         [*DEEP_DAGGER, "loss.csc=0.1"]),
     "baseline": ("no SA, RAW, DT, GC, M†, CSC", "baseline.yaml", []),
 }  # fmt: skip
 
