@@ -13,7 +13,14 @@ from .affinity import (
     nonlocal_affinity,
     propagate,
 )
-from .cam import CAMExtractor, CAMOutput, TimmFeatures, normalize_cam, pool_cam
+from .cam import (
+    CAMExtractor,
+    CAMOutput,
+    TimmFeatures,
+    multiscale_cam,
+    normalize_cam,
+    pool_cam,
+)
 from .losses import classification_loss, raw_cam2seg_loss, seg2cam_loss
 from .losses.contrastive import contrastive_separation_loss
 from .metrics import MeanIoU, mask_absent_classes
@@ -50,6 +57,7 @@ __all__ = [
     "TimmFeatures",
     "normalize_cam",
     "pool_cam",
+    "multiscale_cam",
     "classification_loss",
     "raw_cam2seg_loss",
     "seg2cam_loss",

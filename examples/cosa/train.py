@@ -34,6 +34,7 @@ from wsss_blocks import (
     classification_loss,
     contrastive_separation_loss,
     mask_absent_classes,
+    multiscale_cam,
     normalize_cam,
     perplexity,
     raw_cam2seg_loss,
@@ -151,6 +152,19 @@ def an_cam(cam_raw: torch.Tensor, labels: torch.Tensor, size) -> torch.Tensor:
     return normalize_cam(upsample(F.relu(cam_raw.float()), size), labels)
 
 
+def cpl_cam(net, images, single_scale_cam, labels, cfg) -> torch.Tensor:
+    """The normalised CAM that CPLs are cut from: the single-scale M' already computed,
+    or, with ``cam_scales``/``cam_flip`` set, a multi-scale + flip CAM (official release)."""
+    m = cfg["model"]
+    if tuple(m["cam_scales"]) == (1.0,) and not m["cam_flip"]:
+        return an_cam(single_scale_cam, labels, images.shape[-2:])
+    with torch.no_grad(), autocast(cfg["train"]["bf16"]):
+        cam = multiscale_cam(
+            lambda x: net(x).cam, images, m["cam_scales"], m["cam_flip"], images.shape[-2:]
+        )
+    return normalize_cam(cam, labels)
+
+
 def pseudo_labels(cam, labels, xi, cfg, dual_bounds=None):
     """Normalised CAM → (CPL, perplexity P, confidence ν) (CoSA Eqs. 3-4)."""
     nu, _ = cam_confidence(cam, labels)
@@ -184,7 +198,7 @@ def cosa_losses(model, teacher, views, labels, step, thresholds, cfg) -> dict:
     # L_c2s with RAW (Eqs. 3-6): CPL from M' with the searched ξ, weights from P.
     seg = upsample(out.seg.float(), size)
     if w["c2s"]:
-        cam = an_cam(an.cam, labels, size)
+        cam = cpl_cam(teacher if teacher is not None else model, x_weak, an.cam, labels, cfg)
         xi = thresholds.update("xi", cam.amax(1), step)
         bounds = thresholds.bounds("xi") if dual else None
         cpl, ppl, _ = pseudo_labels(cam, labels, xi, cfg, bounds)
@@ -278,7 +292,7 @@ def evaluate(net, train_set, val_set, thresholds, cfg, step, out_dir) -> dict:
             lab, gt = labels[i : i + len(x)], masks[i : i + len(x)].long()
             with autocast(bf16):
                 out = net(x)
-            cpl, _, _ = pseudo_labels(an_cam(out.cam, lab, x.shape[-2:]), lab, xi, cfg)
+            cpl, _, _ = pseudo_labels(cpl_cam(net, x, out.cam, lab, cfg), lab, xi, cfg)
             cpl_miou.update(cpl, gt)
             if early:
                 cam_d = an_cam(out.early_cam, lab, x.shape[-2:])
@@ -295,7 +309,7 @@ def evaluate(net, train_set, val_set, thresholds, cfg, step, out_dir) -> dict:
         lab, gt = val_set.tensors()[2][:k], val_set.tensors()[1][:k].long()
         with autocast(bf16):
             out = net(x)
-        cpl, _, nu = pseudo_labels(an_cam(out.cam, lab, x.shape[-2:]), lab, xi, cfg)
+        cpl, _, nu = pseudo_labels(cpl_cam(net, x, out.cam, lab, cfg), lab, xi, cfg)
         pred = upsample(out.seg.float(), x.shape[-2:]).argmax(1)
         save_overlay_grid(
             out_dir / "overlays" / f"step_{step:06d}.png",
