@@ -40,13 +40,19 @@ def test_weak_strong_views(benchmark, batch):
     benchmark(views, batch[0], batch[1])
 
 
-# The last case is the earlier default (6x6 CAM grid, batch 32), to compare its step cost
-# with the current default's (stride 8, batch 16; docs/results.md).
+# The last two cases are earlier defaults: single-scale CPLs, and before that a 6x6 CAM
+# grid with batch 32, to compare their step cost with the current default's
+# (stride 8, batch 16, CPLs from scales 1.0 and 1.5 with flips; docs/results.md).
 STEP_CASES = {
     "baseline": ("baseline.yaml", []),
     "cosa": ("default.yaml", []),
-    "cosa-os16-b32": ("default.yaml", ["model.output_stride=16", "train.batch_size=32"]),
-}
+    "cosa-single-scale": ("default.yaml", ["model.cam_scales=[1.0]", "model.cam_flip=false"]),
+    "cosa-os16-b32": (
+        "default.yaml",
+        ["model.output_stride=16", "train.batch_size=32", "model.cam_scales=[1.0]",
+         "model.cam_flip=false"],
+    ),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(STEP_CASES))
