@@ -1,6 +1,6 @@
 """Run the CoSA ablation on MF-Seg and write its table (docs/results.md shows ours).
 
-    python examples/cosa/ablation.py                          # every variant, ~7 min each
+    python examples/cosa/ablation.py                          # every variant, ~10 min each
     python examples/cosa/ablation.py --variants core,core-SA  # some of them
     python examples/cosa/ablation.py --set threads=1 --set seed=1
 

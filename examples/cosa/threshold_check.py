@@ -3,9 +3,9 @@
     python examples/cosa/threshold_check.py runs/cosa_default/checkpoint.pt [--images 640]
 
 Prints the distribution of ν = max_c M' (the AN's normalised CAM over present classes,
-at image resolution) on the first train images, the ξ each GMMThresholdSearcher policy
-picks from them, and the CPL mIoU of fixed thresholds, so the policy choice can be
-checked on your own data.
+at image resolution, multi-scale where the config says so) on the first train images,
+the ξ each GMMThresholdSearcher policy picks from them, and the CPL mIoU of fixed
+thresholds, so the policy choice can be checked on your own data.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def main() -> None:
     with torch.no_grad():
         for i in range(0, n, bs):
             x = images[i : min(i + bs, n)].float() / 255
-            cams.append(T.an_cam(net(x).cam, labels[i : i + len(x)], x.shape[-2:]))
+            cams.append(T.cpl_cam(net, x, net(x).cam, labels[i : i + len(x)], cfg))
     cam = torch.cat(cams)
     nu = cam.amax(1)
     print(

@@ -155,13 +155,12 @@ def an_cam(cam_raw: torch.Tensor, labels: torch.Tensor, size) -> torch.Tensor:
 def cpl_cam(net, images, single_scale_cam, labels, cfg) -> torch.Tensor:
     """The normalised CAM that CPLs are cut from: the single-scale M' already computed,
     or, with ``cam_scales``/``cam_flip`` set, a multi-scale + flip CAM (official release)."""
-    m = cfg["model"]
-    if tuple(m["cam_scales"]) == (1.0,) and not m["cam_flip"]:
+    scales = tuple(cfg["model"].get("cam_scales", [1.0]))  # configs saved before these
+    flip = cfg["model"].get("cam_flip", False)  # keys existed are single-scale
+    if scales == (1.0,) and not flip:
         return an_cam(single_scale_cam, labels, images.shape[-2:])
     with torch.no_grad(), autocast(cfg["train"]["bf16"]):
-        cam = multiscale_cam(
-            lambda x: net(x).cam, images, m["cam_scales"], m["cam_flip"], images.shape[-2:]
-        )
+        cam = multiscale_cam(lambda x: net(x).cam, images, scales, flip, images.shape[-2:])
     return normalize_cam(cam, labels)
 
 
