@@ -31,7 +31,7 @@ DEEP_DAGGER = ["model.extra_blocks=true", "model.last_index=5", "model.early_ind
 # name -> (description, config file in configs/, overrides)
 VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "paper": ("every term of Eq. 11", "paper.yaml", []),
-    "default": ("paper without L_c2s† and CSC", "default.yaml", []),
+    "default": ("paper without L_c2s†, CSC and DT (fixed ξ)", "default.yaml", []),
     "core": ("SA + RAW + DT, L_cls and L_c2s only", "paper.yaml", CORE),
     "core-SA": ("core without SA (the ON labels itself)", "paper.yaml",
                 [*CORE, "train.use_teacher=false"]),
