@@ -190,14 +190,15 @@ def cosa_losses(model, teacher, views, labels, step, thresholds, cfg) -> dict:
         return losses  # warm-up: classification only
 
     # Assignment network: the EMA teacher on the weak view, or the ON itself (detached).
+    an_net = teacher if teacher is not None else model
     with torch.no_grad(), autocast(bf16):
-        an = teacher(x_weak) if teacher is not None else model(x_weak)
+        an = an_net(x_weak)
     dual = cfg["threshold"]["dynamic"] and cfg["threshold"]["policy"] == "cosa-code"
 
     # L_c2s with RAW (Eqs. 3-6): CPL from M' with the searched ξ, weights from P.
     seg = upsample(out.seg.float(), size)
     if w["c2s"]:
-        cam = cpl_cam(teacher if teacher is not None else model, x_weak, an.cam, labels, cfg)
+        cam = cpl_cam(an_net, x_weak, an.cam, labels, cfg)
         xi = thresholds.update("xi", cam.amax(1), step)
         bounds = thresholds.bounds("xi") if dual else None
         cpl, ppl, _ = pseudo_labels(cam, labels, xi, cfg, bounds)
