@@ -120,8 +120,9 @@ def multiscale_cam(
     Returns:
         (B, C, h, w) float32, ≥ 0 (a sum over scales, not normalised).
     Raises:
-        ValueError: if ``images`` is not a 4-D float tensor, ``scales`` is empty or holds
-            a value ≤ 0, or ``cam_fn`` returns something other than a 4-D map per image.
+        ValueError: if ``images`` is not a finite 4-D float tensor, ``size`` is not two
+            positive integers, ``scales`` is empty or holds a value ≤ 0 or non-finite, or
+            ``cam_fn`` returns something other than a 4-D map per image.
     Example:
         >>> conv = torch.nn.Conv2d(3, 2, 1)
         >>> multiscale_cam(conv, torch.rand(1, 3, 8, 8), (1.0, 0.5), flip=True).shape
@@ -133,6 +134,9 @@ def multiscale_cam(
     """
     check_ndim("images", images, 4, "(B, 3, H, W)")
     check_float("images", images)
+    check_finite("images", images)
+    if size is not None and (len(size) != 2 or any(int(v) != v or v < 1 for v in size)):
+        raise ValueError(f"size must be two positive integers (h, w), got {size!r}")
     if len(scales) == 0:
         raise ValueError("scales must hold at least one scale, got an empty sequence")
     for s in scales:

@@ -201,3 +201,10 @@ def test_multiscale_cam_bad_input():
         multiscale_cam(conv, x, scales=(1.0, 0.0))
     with pytest.raises(ValueError, match="cam_fn"):
         multiscale_cam(lambda im: im[0], x)
+    with pytest.raises(ValueError, match="images"):
+        multiscale_cam(conv, x.masked_fill(x > 0.5, float("nan")))
+    with pytest.raises(ValueError, match="scales"):
+        multiscale_cam(conv, x, scales=(float("inf"),))
+    for size in [(8,), (0, 8), (8.5, 8)]:
+        with pytest.raises(ValueError, match="size"):
+            multiscale_cam(conv, x, size=size)
