@@ -47,6 +47,14 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "paper@blocks3": ("every term of Eq. 11, M† on blocks[3]", "paper.yaml", DEEP_DAGGER),
     "default+CSC@blocks3": ("default + L_csc, M† on blocks[3]", "default.yaml",
                          [*DEEP_DAGGER, "loss.csc=0.1"]),
+    # One part at a time off the default (multi-scale CPLs, fixed ξ): what its lead over
+    # the baseline (default minus SA, RAW, GC and L_cls†) is made of.
+    "default-SA": ("default without SA (the ON labels itself)", "default.yaml",
+                   ["train.use_teacher=false"]),
+    "default-RAW": ("default without RAW (plain CE)", "default.yaml", ["loss.raw=false"]),
+    "default-GC": ("default without L_s2c", "default.yaml", ["loss.s2c=0"]),
+    "default-cls†": ("default without L_cls† (M† untrained)", "default.yaml",
+                     ["loss.cls_early=0"]),
     "baseline": ("no SA, RAW, DT, GC, M†, CSC", "baseline.yaml", []),
 }  # fmt: skip
 

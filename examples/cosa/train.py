@@ -422,11 +422,7 @@ def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
         if (step + 1) % cfg["eval"]["interval"] == 0 or last:
             r = evaluate(eval_net, train_set, val_set, thresholds, cfg, step + 1, out_dir)
             history.append(r)
-            tqdm.write(
-                f"step {step + 1}: CPL mIoU (train) {100 * r['train_cpl_miou']:.1f}%  "
-                f"segmentation mIoU (val) {100 * r['val_seg_miou']:.1f}%  xi {r['xi']:.3f}",
-                file=sys.stdout,
-            )
+            tqdm.write(f"step {step + 1}: {format_metrics(r, cfg['method'])}", file=sys.stdout)
         stop = stop_at is not None and step + 1 >= stop_at
         if (step + 1) % t["checkpoint_interval"] == 0 or last or stop:
             save_checkpoint(ckpt_path, {
@@ -448,6 +444,16 @@ def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
     with open(out_dir / "metrics.json", "w") as f:
         json.dump({"final": final, "history": history}, f, indent=1)
     return final
+
+
+def format_metrics(r: dict, method: str) -> str:
+    """One line of an evaluation result; the supervised bound has no CPL and no ξ."""
+    if "val_seg_miou" not in r:
+        return "not evaluated yet (stopped before the first evaluation)"
+    seg = f"segmentation mIoU (val) {100 * r['val_seg_miou']:.1f}%"
+    if method != "cosa":
+        return seg
+    return f"CPL mIoU (train) {100 * r['train_cpl_miou']:.1f}%  {seg}  xi {r['xi']:.3f}"
 
 
 LOSS_WEIGHTS = ("cls", "cls_early", "c2s", "c2s_early", "s2c", "csc")
@@ -473,10 +479,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.set)
     final = train(cfg, resume=args.resume, stop_at=args.stop_at)
-    cpl, seg = (final.get(k, float("nan")) for k in ("train_cpl_miou", "val_seg_miou"))
     print(
         f"\nFINAL ({cfg['method']}, {cfg['output_dir']}, {final['minutes']:.1f} min): "
-        f"CPL mIoU (train) {100 * cpl:.1f}%  segmentation mIoU (val) {100 * seg:.1f}%"
+        + format_metrics(final, cfg["method"])
     )
     return final
 

@@ -33,6 +33,16 @@ def test_core_without_sa_raw_dt_is_the_baseline():
     }
 
 
+def test_default_without_its_four_parts_is_the_baseline():
+    ablation = _ablation()  # the default-X variants split the default's lead exactly
+    parts = [ablation.VARIANTS[f"default-{x}"][2] for x in ("SA", "RAW", "GC", "cls†")]
+    stripped = ablation.load_variant("default", sum(parts, []))
+    base = ablation.load_variant("baseline")
+    assert {k: v for k, v in stripped.items() if k != "output_dir"} == {
+        k: v for k, v in base.items() if k != "output_dir"
+    }
+
+
 def test_runs_variants_writes_table_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setenv("WSSS_BLOCKS_CACHE", str(tmp_path / "cache"))
     ablation = _ablation()

@@ -36,11 +36,15 @@ def tiny(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "config", ["default.yaml", "paper.yaml", "baseline.yaml", "supervised.yaml"]
 )
-def test_each_config_trains_and_reports(config, tiny):
+def test_each_config_trains_and_reports(config, tiny, capsys):
     trainer = _trainer()
     overrides = sum([["--set", s] for s in tiny()], [])
     final = trainer.main(["--config", str(CONFIGS / config), *overrides])
     assert 0.0 <= final["val_seg_miou"] <= 1.0
+    printed = capsys.readouterr().out
+    assert "FINAL" in printed and "segmentation mIoU (val)" in printed
+    assert ("CPL mIoU" in printed) == (config != "supervised.yaml")  # no CPL to report
+    assert "nan" not in printed
     if config == "supervised.yaml":
         assert math.isnan(final["train_cpl_miou"])
     else:
@@ -110,3 +114,11 @@ def test_threshold_history_records_every_fifth_step_and_round_trips():
     restored = trainer.Thresholds(cfg)
     restored.load_state_dict(thresholds.state_dict())
     assert restored.history == thresholds.history
+
+
+def test_format_metrics_covers_every_method_and_a_run_stopped_before_evaluation():
+    fmt = _trainer().format_metrics
+    r = {"val_seg_miou": 0.357, "train_cpl_miou": 0.377, "xi": 0.5}
+    assert fmt(r, "cosa") == "CPL mIoU (train) 37.7%  segmentation mIoU (val) 35.7%  xi 0.500"
+    assert fmt(r, "supervised") == "segmentation mIoU (val) 35.7%"
+    assert "not evaluated" in fmt({}, "cosa")
