@@ -17,7 +17,6 @@ from .cam import (
     CAMExtractor,
     CAMOutput,
     TimmFeatures,
-    multiscale_cam,
     normalize_cam,
     pool_cam,
 )
@@ -25,6 +24,7 @@ from .losses import classification_loss, raw_cam2seg_loss, seg2cam_loss
 from .losses.contrastive import contrastive_separation_loss
 from .metrics import MeanIoU, mask_absent_classes
 from .models import CoSANet, LargeFOV
+from .multiscale import multiscale_cam, multiscale_seg
 from .ops.contrastive import csc_implementation
 from .pseudo_labels import (
     cam_confidence,
@@ -58,6 +58,7 @@ __all__ = [
     "normalize_cam",
     "pool_cam",
     "multiscale_cam",
+    "multiscale_seg",
     "classification_loss",
     "raw_cam2seg_loss",
     "seg2cam_loss",

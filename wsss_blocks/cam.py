@@ -9,7 +9,7 @@ block with its own 1×1 classifier (CoSA, ECCV 2024, Sec. 3.4).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -91,77 +91,6 @@ def normalize_cam(
             )
         cam = cam * labels.to(cam.dtype)[:, :, None, None]
     return cam
-
-
-def multiscale_cam(
-    cam_fn: Callable[[torch.Tensor], torch.Tensor],
-    images: torch.Tensor,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-    size: tuple[int, int] | None = None,
-) -> torch.Tensor:
-    """Multi-scale, flip-augmented CAM for pseudo-labels, as the official CoSA release
-    makes the AN's CAMs: flips combined by max, scales by sum.
-
-    For each scale s the images are resized by s (bilinear), ``cam_fn`` gives raw CAM
-    logits and a ReLU is applied; with ``flip`` the CAM of the mirrored images (run in
-    the same batch) is mirrored back and combined by element-wise max. Each scale's map
-    is resized to ``size`` and the maps are summed. With ``scales=(1.0,)`` and no flip
-    this is ``ReLU(cam_fn(images))`` resized to ``size``. Apply :func:`normalize_cam`
-    to the result for pseudo-labels. Does not disable gradients: wrap it in
-    ``torch.no_grad()`` for a teacher.
-
-    Args:
-        cam_fn: maps a (B', 3, H', W') float batch to raw CAM logits (B', C, h', w').
-        images: (B, 3, H, W) float image batch, as ``cam_fn`` expects it.
-        scales: input scale factors, each > 0 (official release: 1.0, 0.5, 1.5).
-        flip: also use the horizontally flipped images.
-        size: output (h, w); default: the CAM size at the first scale.
-    Returns:
-        (B, C, h, w) float32, ≥ 0 (a sum over scales, not normalised).
-    Raises:
-        ValueError: if ``images`` is not a finite 4-D float tensor, ``size`` is not two
-            positive integers, ``scales`` is empty or holds a value ≤ 0 or non-finite, or
-            ``cam_fn`` returns something other than a 4-D map per image.
-    Example:
-        >>> conv = torch.nn.Conv2d(3, 2, 1)
-        >>> multiscale_cam(conv, torch.rand(1, 3, 8, 8), (1.0, 0.5), flip=True).shape
-        torch.Size([1, 2, 8, 8])
-
-    Reference:
-        Yang et al., CoSA, ECCV 2024, official release (multi-scale CAM inference);
-        design/method.md "CAM normalisation".
-    """
-    check_ndim("images", images, 4, "(B, 3, H, W)")
-    check_float("images", images)
-    check_finite("images", images)
-    if size is not None and (len(size) != 2 or any(int(v) != v or v < 1 for v in size)):
-        raise ValueError(f"size must be two positive integers (h, w), got {size!r}")
-    if len(scales) == 0:
-        raise ValueError("scales must hold at least one scale, got an empty sequence")
-    for s in scales:
-        check_positive("scales", s)
-    total = None
-    for s in scales:
-        x = (
-            images
-            if s == 1
-            else F.interpolate(images, scale_factor=s, mode="bilinear", align_corners=False)
-        )
-        batch = torch.cat([x, x.flip(-1)]) if flip else x
-        cam = cam_fn(batch)
-        if cam.ndim != 4 or cam.shape[0] != batch.shape[0]:
-            raise ValueError(
-                f"cam_fn must return (B, C, h, w) with B = {batch.shape[0]}, got {tuple(cam.shape)}"
-            )
-        cam = F.relu(cam.float())
-        if flip:
-            cam = torch.maximum(cam[: len(x)], cam[len(x) :].flip(-1))
-        if size is None:
-            size = tuple(cam.shape[-2:])
-        cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)
-        total = cam if total is None else total + cam
-    return total
 
 
 class CAMOutput(NamedTuple):

@@ -27,15 +27,9 @@ def main() -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("--images", type=int, default=640)
     args = parser.parse_args()
-    state = torch.load(args.checkpoint, weights_only=False)
+    net, state = T.load_eval_net(args.checkpoint)
     cfg = state["config"]
     train_set, _ = T.build_data(cfg)
-    net = T.build_model(cfg, train_set.num_classes)
-    if state["teacher"] is not None:
-        net.load_state_dict({k[len("module.") :]: v for k, v in state["teacher"].items()})
-    else:
-        net.load_state_dict(state["model"])
-    net.eval()
     images, masks, labels = train_set.tensors()
     n, bs = min(args.images, len(train_set)), 64
     cams = []

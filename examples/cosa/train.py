@@ -42,7 +42,7 @@ from wsss_blocks import (
     seg2cam_loss,
     seg_to_spl,
 )
-from wsss_blocks.data import WeakStrongViews
+from wsss_blocks.data import FASHION_MNIST_CLASSES, WeakStrongViews
 from wsss_blocks.models import load_weights_by_position, packaged_weights_path, upsample
 from wsss_blocks.viz import plot_threshold_diagnostics, save_overlay_grid
 
@@ -82,6 +82,19 @@ def build_model(cfg: dict, num_classes: int) -> CoSANet:
     if cfg["train"]["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def load_eval_net(checkpoint: str | Path) -> tuple[CoSANet, dict]:
+    """The network a checkpoint evaluates (the EMA teacher where there is one, as the
+    trainer does) in eval mode, and the checkpoint (``config``, ``step``, ...)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    cfg = state["config"]
+    net = build_model(cfg, len(FASHION_MNIST_CLASSES))
+    if state["teacher"] is not None:  # EMATeacher keeps the network as .module
+        net.load_state_dict({k[len("module.") :]: v for k, v in state["teacher"].items()})
+    else:
+        net.load_state_dict(state["model"])
+    return net.eval(), state
 
 
 # ----------------------------------------------------------------------------- step

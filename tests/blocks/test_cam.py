@@ -1,14 +1,13 @@
-"""pool_cam, normalize_cam and multiscale_cam: hand-computed cases, the equations, bad input."""
+"""pool_cam and normalize_cam: hand-computed cases, the equations, bad input."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wsss_blocks import multiscale_cam, normalize_cam, pool_cam
+from wsss_blocks import normalize_cam, pool_cam
 
 
 def _cam(seed: int, shape=(2, 3, 4, 5), scale: float = 3.0) -> torch.Tensor:
@@ -147,64 +146,3 @@ def test_normalize_cam_rejects_non_finite():
 def test_normalize_cam_rejects_infinite_eps():
     with pytest.raises(ValueError, match="eps"):
         normalize_cam(torch.rand(1, 1, 2, 2), eps=float("inf"))
-
-
-def _conv(seed: int = 0) -> torch.nn.Conv2d:
-    torch.manual_seed(seed)
-    return torch.nn.Conv2d(3, 2, 1)
-
-
-def test_multiscale_cam_single_scale_is_relu_of_cam():
-    conv, x = _conv(), torch.rand(2, 3, 8, 8)
-    torch.testing.assert_close(multiscale_cam(conv, x), torch.relu(conv(x)))
-    up = multiscale_cam(conv, x, size=(16, 16))
-    want = F.interpolate(torch.relu(conv(x)), size=(16, 16), mode="bilinear")
-    torch.testing.assert_close(up, want)
-
-
-def test_multiscale_cam_flip_is_max_with_mirrored_cam():
-    # a CAM function that is not mirror-symmetric: it returns the image's first channel
-    x = torch.rand(1, 3, 4, 6)
-    got = multiscale_cam(lambda im: im[:, :1], x, flip=True)
-    # the mirrored image's CAM, mirrored back, is the image's CAM again
-    torch.testing.assert_close(got, x[:, :1])
-    ramp = torch.arange(6.0).expand(1, 1, 4, 6)  # CAM = a fixed ramp, whatever the image
-    got = multiscale_cam(lambda im: ramp.expand(len(im), -1, -1, -1), x, flip=True)
-    torch.testing.assert_close(got, torch.maximum(ramp, ramp.flip(-1)))
-
-
-def test_multiscale_cam_sums_scales_at_the_first_scale_size():
-    x = torch.full((1, 3, 8, 8), 0.5)
-    conv = _conv()
-    single = torch.relu(conv(x))
-    got = multiscale_cam(conv, x, scales=(1.0, 0.5, 1.5), flip=True)
-    assert got.shape == (1, 2, 8, 8)
-    torch.testing.assert_close(got, 3 * single)  # a flat image gives the same map at every scale
-    assert multiscale_cam(conv, x, scales=(0.5, 1.0)).shape == (1, 2, 4, 4)
-
-
-def test_multiscale_cam_keeps_gradients():
-    conv, x = _conv(), torch.rand(1, 3, 8, 8)
-    multiscale_cam(conv, x, (1.0, 1.5), flip=True).sum().backward()
-    assert conv.weight.grad is not None
-
-
-def test_multiscale_cam_bad_input():
-    conv, x = _conv(), torch.rand(1, 3, 8, 8)
-    with pytest.raises(ValueError, match="images"):
-        multiscale_cam(conv, x[0])
-    with pytest.raises(ValueError, match="images"):
-        multiscale_cam(conv, x.long())
-    with pytest.raises(ValueError, match="scales"):
-        multiscale_cam(conv, x, scales=())
-    with pytest.raises(ValueError, match="scales"):
-        multiscale_cam(conv, x, scales=(1.0, 0.0))
-    with pytest.raises(ValueError, match="cam_fn"):
-        multiscale_cam(lambda im: im[0], x)
-    with pytest.raises(ValueError, match="images"):
-        multiscale_cam(conv, x.masked_fill(x > 0.5, float("nan")))
-    with pytest.raises(ValueError, match="scales"):
-        multiscale_cam(conv, x, scales=(float("inf"),))
-    for size in [(8,), (0, 8), (8.5, 8)]:
-        with pytest.raises(ValueError, match="size"):
-            multiscale_cam(conv, x, size=size)

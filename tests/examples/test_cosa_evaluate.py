@@ -1,0 +1,54 @@
+"""examples/cosa/evaluate.py: a checkpoint's mIoU, single-scale as the trainer, multi-scale."""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+from test_cosa_train import CONFIGS, ROOT, TINY, _trainer
+
+
+def _evaluate():
+    path = ROOT / "examples/cosa/evaluate.py"
+    spec = importlib.util.spec_from_file_location("cosa_evaluate", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    sets = [*TINY, f"output_dir={out}"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WSSS_BLOCKS_CACHE", str(out / "cache"))
+        _trainer().main(
+            ["--config", str(CONFIGS / "default.yaml"), *sum([["--set", s] for s in sets], [])]
+        )
+        yield out
+
+
+def test_single_scale_is_the_trainers_val_miou(run_dir, monkeypatch):
+    monkeypatch.setenv("WSSS_BLOCKS_CACHE", str(run_dir / "cache"))
+    r = _evaluate().evaluate_checkpoint(run_dir / "checkpoint.pt")
+    final = json.loads((run_dir / "metrics.json").read_text())["final"]
+    assert r["step"] == final["step"] and r["miou"] == final["val_seg_miou"]
+    assert torch.equal(
+        torch.tensor(r["iou"]).nan_to_num(-1), torch.tensor(final["val_seg_iou"]).nan_to_num(-1)
+    )  # nan: class absent from the split
+    assert 0.0 <= r["miou_tag_masked"] <= 1.0
+
+
+def test_multiscale_flip_runs_and_writes_json(run_dir, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("WSSS_BLOCKS_CACHE", str(run_dir / "cache"))
+    out = tmp_path / "eval.json"
+    ckpt = str(run_dir / "checkpoint.pt")
+    r = _evaluate().main([ckpt, "--scales", "1.0", "1.5", "--flip", "--json", str(out)])
+    assert r["scales"] == [1.0, 1.5] and r["flip"] and 0.0 <= r["miou"] <= 1.0
+    assert json.loads(out.read_text())["miou"] == r["miou"]
+    assert "+ flip" in capsys.readouterr().out
+
+
+def test_bad_split_is_an_error(run_dir):
+    with pytest.raises(ValueError, match="split"):
+        _evaluate().evaluate_checkpoint(run_dir / "checkpoint.pt", split="test")
