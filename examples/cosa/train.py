@@ -44,7 +44,7 @@ from wsss_blocks import (
 )
 from wsss_blocks.data import FASHION_MNIST_CLASSES, WeakStrongViews
 from wsss_blocks.models import load_weights_by_position, packaged_weights_path, upsample
-from wsss_blocks.viz import plot_threshold_diagnostics, save_overlay_grid
+from wsss_blocks.viz import plot_threshold_diagnostics, plot_training_curves, save_overlay_grid
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: example_utils
 from example_utils import (  # noqa: E402
@@ -378,7 +378,7 @@ def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
     weights["seg"] = 1.0
 
     ckpt_path = out_dir / "checkpoint.pt"
-    start, history = 0, []
+    start, history, loss_log = 0, [], []  # loss_log: (step, {term: value}) every 10 steps
     if resume and ckpt_path.is_file():
         state = torch.load(ckpt_path, weights_only=False)
         model.load_state_dict(state["model"])
@@ -389,6 +389,7 @@ def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
         thresholds.load_state_dict(state["thresholds"])
         set_rng_state(state["rng"])
         start, history = state["step"], state["history"]
+        loss_log = state.get("losses", [])  # checkpoints from before the loss log
         print(f"resumed from {ckpt_path} at step {start}")
 
     images, masks, labels = train_set.tensors()
@@ -425,8 +426,9 @@ def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
         scheduler.step()
         if teacher is not None:
             teacher.update(model)
-        if step % 10 == 0:
-            post = {k: f"{float(v.detach()):.3f}" for k, v in terms.items()}
+        if step % 10 == 0:  # one host sync per 10 steps: the log and the progress bar
+            loss_log.append((step, {k: float(v.detach()) for k, v in terms.items()}))
+            post = {k: f"{v:.3f}" for k, v in loss_log[-1][1].items()}
             if cfg["method"] == "cosa" and step >= t["warmup_iterations"]:
                 post["xi"] = f"{float(thresholds.current('xi')):.2f}"
             bar.set_postfix(post, refresh=False)
@@ -435,6 +437,7 @@ def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
         if (step + 1) % cfg["eval"]["interval"] == 0 or last:
             r = evaluate(eval_net, train_set, val_set, thresholds, cfg, step + 1, out_dir)
             history.append(r)
+            plot_curves(loss_log, history, cfg["method"], out_dir / "curves.png")
             tqdm.write(f"step {step + 1}: {format_metrics(r, cfg['method'])}", file=sys.stdout)
         stop = stop_at is not None and step + 1 >= stop_at
         if (step + 1) % t["checkpoint_interval"] == 0 or last or stop:
@@ -447,6 +450,7 @@ def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
                 "rng": rng_state(),
                 "step": step + 1,
                 "history": history,
+                "losses": loss_log,
                 "config": cfg,
             })  # fmt: skip
         if stop:
@@ -455,8 +459,16 @@ def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
     final = history[-1] if history else {}
     final = {**final, "minutes": (time.time() - t0) / 60, "method": cfg["method"]}
     with open(out_dir / "metrics.json", "w") as f:
-        json.dump({"final": final, "history": history}, f, indent=1)
+        json.dump({"final": final, "history": history, "losses": loss_log}, f, indent=1)
     return final
+
+
+def plot_curves(loss_log: list, history: list, method: str, path: Path) -> None:
+    """curves.png: the loss terms and the evaluated mIoU (CPL on train, seg on val)."""
+    evals = {"segmentation mIoU (val)": [(r["step"], r["val_seg_miou"]) for r in history]}
+    if method == "cosa":
+        evals["CPL mIoU (train)"] = [(r["step"], r["train_cpl_miou"]) for r in history]
+    plot_training_curves(loss_log, evals, path, title=f"{method}: {path.parent.name}")
 
 
 def format_metrics(r: dict, method: str) -> str:

@@ -1,6 +1,7 @@
 """End-to-end smoke tests of the CoSA example trainer (tiny data, a few steps)."""
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -51,6 +52,11 @@ def test_each_config_trains_and_reports(config, tiny, capsys):
         assert 0.0 <= final["train_cpl_miou"] <= 1.0
     out = Path(tiny()[-1].split("=", 1)[1])
     assert (out / "checkpoint.pt").is_file() and (out / "metrics.json").is_file()
+    assert (out / "curves.png").is_file()
+    logged = json.loads((out / "metrics.json").read_text())["losses"]
+    assert [step for step, _ in logged] == [0]  # every 10 steps; the tiny run has 4
+    want = {"seg"} if config == "supervised.yaml" else {"cls"}  # step 0 is in warm-up
+    assert want <= set(logged[0][1])
     assert sorted(p.name for p in (out / "overlays").glob("*.png")) == [
         "step_000002.png",
         "step_000004.png",

@@ -1,5 +1,6 @@
-"""Figures: CAM / pseudo-label / prediction overlays and threshold diagnostics."""
+"""Figures: CAM / pseudo-label / prediction overlays, threshold diagnostics, training curves."""
 
+from .curves import plot_training_curves
 from .overlays import colorize_labels, label_palette, save_overlay_grid
 from .threshold import plot_threshold_diagnostics
 
@@ -7,5 +8,6 @@ __all__ = [
     "colorize_labels",
     "label_palette",
     "plot_threshold_diagnostics",
+    "plot_training_curves",
     "save_overlay_grid",
 ]
