@@ -51,7 +51,7 @@ from wsss_blocks.saliency import (
     load_saliency_maps,
     saliency_loss,
 )
-from wsss_blocks.viz import save_overlay_grid
+from wsss_blocks.viz import plot_training_curves, save_overlay_grid
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: example_utils
 from example_utils import autocast, build_data, load_config, save_checkpoint, start_run  # noqa: E402
@@ -272,6 +272,21 @@ def step_losses(model, batch, weights: dict, stage: int, bf16: bool) -> dict:
     return terms
 
 
+CURVES = {  # curves.png: metric name -> key of a stage record
+    "segmentation mIoU (val)": "val_seg_miou",
+    "refined A.S mIoU (val)": "val_refined_miou",
+    "pseudo-labels mIoU (train)": "train_pl_miou",
+}
+
+
+def plot_curves(loss_log: list, history: list, path: Path) -> None:
+    """curves.png: the loss terms and, at the end of each stage, the mIoU records."""
+    evals = {
+        name: [(r["step"], r[key]) for r in history if key in r] for name, key in CURVES.items()
+    }
+    plot_training_curves(loss_log, evals, path, title="auxsegnet")
+
+
 def train(cfg: dict) -> dict:
     """Train all stages as ``cfg`` says; returns the final metrics and the per-stage
     history (also written to ``output_dir/metrics.json``)."""
@@ -306,7 +321,7 @@ def train(cfg: dict) -> dict:
     # Stage 0 trains saliency on the input maps; no segmentation label exists yet.
     y_all = torch.full_like(masks, IGNORE_INDEX, dtype=torch.long)
     s_all = sal_input
-    history, step = [], 0
+    history, step, loss_log = [], 0, []  # loss_log: (step, {term: value}) every 10 steps
     fg = (masks > 0).float()
     for stage in range(t["stages"] + 1):
         ts = time.time()
@@ -347,20 +362,23 @@ def train(cfg: dict) -> dict:
             scheduler.step()
             if teacher is not None:
                 teacher.update(model)
-            if step % 10 == 0:
-                bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in terms.items()},
+            if step % 10 == 0:  # one host sync per 10 steps: the log and the progress bar
+                loss_log.append((step, {k: float(v.detach()) for k, v in terms.items()}))
+                bar.set_postfix({k: f"{v:.3f}" for k, v in loss_log[-1][1].items()},
                                 refresh=False)  # fmt: skip
             step += 1
         bar.close()
         record.update(evaluate(eval_net, val_set, cfg, out_dir, stage))
         record["fusion_weights"] = model.fusion.weights.detach().tolist()
         record["minutes"] = (time.time() - ts) / 60
+        record["step"] = step
         history.append(record)
+        plot_curves(loss_log, history, out_dir / "curves.png")
         tqdm.write(f"stage {stage}: segmentation mIoU (val) {100 * record['val_seg_miou']:.1f}% "
                    f"(refined A.S {100 * record['val_refined_miou']:.1f}%), "
                    f"{record['minutes']:.1f} min", file=sys.stdout)  # fmt: skip
         with open(out_dir / "metrics.json", "w") as f:  # per stage: a cut-off run keeps them
-            json.dump({"history": history}, f, indent=1)
+            json.dump({"history": history, "losses": loss_log}, f, indent=1)
         save_checkpoint(out_dir / "checkpoint.pt", {
             "model": model.state_dict(),
             "teacher": teacher.state_dict() if teacher is not None else None,
@@ -368,7 +386,7 @@ def train(cfg: dict) -> dict:
         })  # fmt: skip
     final = {**history[-1], "minutes": (time.time() - t0) / 60, "method": cfg["method"]}
     with open(out_dir / "metrics.json", "w") as f:
-        json.dump({"final": final, "history": history}, f, indent=1)
+        json.dump({"final": final, "history": history, "losses": loss_log}, f, indent=1)
     return final
 
 

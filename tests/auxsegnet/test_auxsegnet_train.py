@@ -56,7 +56,10 @@ def test_two_steps_train_and_report_every_stage(trainer, tiny, tmp_path):
         "stage_0.png",
         "stage_1.png",
     ]
-    assert (out / "checkpoint.pt").is_file()
+    assert (out / "checkpoint.pt").is_file() and (out / "curves.png").is_file()
+    logged = json.loads((out / "metrics.json").read_text())["losses"]
+    assert logged and all(set(terms) >= {"cls"} for _, terms in logged)
+    assert [r["step"] for r in history] == sorted(r["step"] for r in history)
     assert list((tmp_path / "cache" / "saliency").glob("border_prior_*.npz"))
 
 
