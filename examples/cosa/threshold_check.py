@@ -21,22 +21,29 @@ import train as T  # noqa: E402
 
 from wsss_blocks import GMMThresholdSearcher, MeanIoU, cam_to_cpl  # noqa: E402
 
+FIXED_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
-def main() -> None:
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint")
     parser.add_argument("--images", type=int, default=640)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.images < 1:
+        raise ValueError(f"--images must be >= 1, got {args.images}")
     net, state = T.load_eval_net(args.checkpoint)
     cfg = state["config"]
     train_set, _ = T.build_data(cfg)
     images, masks, labels = train_set.tensors()
-    n, bs = min(args.images, len(train_set)), 64
+    # the trainer's CPL evaluation: same batches, same precision, so the same CAMs
+    n, bs = min(args.images, len(train_set)), cfg["eval"]["batch_size"]
     cams = []
     with torch.no_grad():
         for i in range(0, n, bs):
             x = images[i : min(i + bs, n)].float() / 255
-            cams.append(T.cpl_cam(net, x, net(x).cam, labels[i : i + len(x)], cfg))
+            with T.autocast(cfg["train"]["bf16"]):
+                cam_raw = net(x).cam
+            cams.append(T.cpl_cam(net, x, cam_raw, labels[i : i + len(x)], cfg))
     cam = torch.cat(cams)
     nu = cam.amax(1)
     print(
@@ -44,18 +51,20 @@ def main() -> None:
         f" <= 0.05 for {100 * (nu <= 0.05).float().mean():.1f}%"
     )
     print("histogram of nu (10 bins on [0, 1]):", torch.histc(nu, 10, 0, 1).int().tolist())
+    result = {"policies": {}, "fixed": {}}
     for policy in ("paper", "cosa-code"):
         searcher = GMMThresholdSearcher(queue_size=100, policy=policy)
         for batch in nu.split(cfg["train"]["batch_size"]):
             searcher.update(batch)
-        low, high = (float(b) for b in searcher.bounds)
-        print(
-            f"policy {policy}: xi {float(searcher.threshold):.3f}, bounds ({low:.3f}, {high:.3f})"
-        )
-    for th in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
+        xi, (low, high) = float(searcher.threshold), (float(b) for b in searcher.bounds)
+        result["policies"][policy] = {"xi": xi, "bounds": (low, high)}
+        print(f"policy {policy}: xi {xi:.3f}, bounds ({low:.3f}, {high:.3f})")
+    for th in FIXED_THRESHOLDS:
         miou = MeanIoU(train_set.num_classes + 1)
         miou.update(cam_to_cpl(cam, labels[:n], th), masks[:n].long())
-        print(f"fixed threshold {th:.1f}: CPL mIoU {100 * miou.compute()['miou']:.1f}%")
+        result["fixed"][th] = miou.compute()["miou"]
+        print(f"fixed threshold {th:.1f}: CPL mIoU {100 * result['fixed'][th]:.1f}%")
+    return result
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""examples/cosa/evaluate.py: a checkpoint's mIoU, single-scale as the trainer, multi-scale."""
+"""evaluate.py and threshold_check.py on a checkpoint: they reproduce the trainer's numbers."""
 
 import importlib.util
 import json
@@ -8,12 +8,15 @@ import torch
 from test_cosa_train import CONFIGS, ROOT, TINY, _trainer
 
 
-def _evaluate():
-    path = ROOT / "examples/cosa/evaluate.py"
-    spec = importlib.util.spec_from_file_location("cosa_evaluate", path)
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"cosa_{name}", ROOT / f"examples/cosa/{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _evaluate():
+    return _script("evaluate")
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +55,16 @@ def test_multiscale_flip_runs_and_writes_json(run_dir, monkeypatch, capsys, tmp_
 def test_bad_split_is_an_error(run_dir):
     with pytest.raises(ValueError, match="split"):
         _evaluate().evaluate_checkpoint(run_dir / "checkpoint.pt", split="test")
+
+
+def test_threshold_check_at_the_runs_xi_is_the_trainers_cpl_miou(run_dir, monkeypatch):
+    monkeypatch.setenv("WSSS_BLOCKS_CACHE", str(run_dir / "cache"))
+    final = json.loads((run_dir / "metrics.json").read_text())["final"]
+    assert final["xi"] == 0.5  # default.yaml: fixed xi, one of the thresholds checked
+    r = _script("threshold_check").main([str(run_dir / "checkpoint.pt"), "--images", "8"])
+    assert r["fixed"][0.5] == final["train_cpl_miou"]  # TINY: cpl_eval_images=8
+    for policy in ("paper", "cosa-code"):
+        low, high = r["policies"][policy]["bounds"]
+        assert 0.0 <= low <= r["policies"][policy]["xi"] <= high <= 1.0
+    with pytest.raises(ValueError, match="--images"):
+        _script("threshold_check").main([str(run_dir / "checkpoint.pt"), "--images", "0"])
