@@ -54,13 +54,21 @@ class EMATeacher(nn.Module):
         return self
 
     @torch.no_grad()
-    def update(self, student: nn.Module) -> None:
+    def update(self, student: nn.Module, momentum: float | None = None) -> None:
         """Move the teacher one EMA step towards ``student`` (call after optimiser.step()).
 
+        Args:
+            student: the online network, with the teacher's architecture.
+            momentum: m for this step only, in [0, 1]; default ``self.momentum``.
+                ``momentum=0`` re-synchronises the teacher with the student (e.g. at the
+                end of a warm-up).
         Raises:
             ValueError: if ``student`` does not have the teacher's parameter/buffer names,
-                shapes and dtypes.
+                shapes and dtypes, or ``momentum`` is outside [0, 1].
         """
+        m = self.momentum if momentum is None else float(momentum)
+        if not 0.0 <= m <= 1.0:
+            raise ValueError(f"momentum must lie in [0, 1], got {momentum!r}")
         t_state = self.module.state_dict()
         s_state = student.state_dict()
         if t_state.keys() != s_state.keys():
@@ -81,7 +89,7 @@ class EMATeacher(nn.Module):
                 t.copy_(s)
         if floats_t:
             # lerp(t, s, 1 - m) = m·t + (1 - m)·s  (one fused op for all tensors)
-            torch._foreach_lerp_(floats_t, floats_s, 1.0 - self.momentum)
+            torch._foreach_lerp_(floats_t, floats_s, 1.0 - m)
 
     def forward(self, *args, **kwargs):
         """Run the teacher without gradient; arguments go to the wrapped module."""

@@ -424,8 +424,9 @@ def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
         loss.backward()
         optimizer.step()
         scheduler.step()
-        if teacher is not None:
-            teacher.update(model)
+        if teacher is not None:  # optionally re-synced with the ON as the warm-up ends
+            resync = t.get("ema_reset_at_warmup", False) and step + 1 == t["warmup_iterations"]
+            teacher.update(model, momentum=0.0 if resync else None)
         if step % 10 == 0:  # one host sync per 10 steps: the log and the progress bar
             loss_log.append((step, {k: float(v.detach()) for k, v in terms.items()}))
             post = {k: f"{v:.3f}" for k, v in loss_log[-1][1].items()}

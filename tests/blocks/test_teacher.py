@@ -171,6 +171,23 @@ def test_update_keeps_student_gradients_and_values():
 def test_momentum_out_of_range(m):
     with pytest.raises(ValueError, match="momentum"):
         EMATeacher(_student(), momentum=m)
+    teacher = EMATeacher(_student())
+    with pytest.raises(ValueError, match="momentum"):
+        teacher.update(_student(), momentum=m)
+
+
+def test_momentum_override_applies_to_one_step():
+    student = _student()
+    teacher = EMATeacher(student, momentum=0.9)
+    _train_step(student, 1)
+    teacher.update(student, momentum=0.0)  # re-sync: an exact copy, BN statistics too
+    _assert_states_equal(_state(teacher.module), _state(student))
+    assert teacher.momentum == 0.9  # the next steps use the teacher's own momentum
+    _train_step(student, 2)
+    t0, s = _state(teacher.module), _state(student)
+    teacher.update(student)
+    want = 0.9 * t0["0.weight"].double() + 0.1 * s["0.weight"].double()
+    torch.testing.assert_close(teacher.module[0].weight.double(), want, rtol=1e-6, atol=1e-6)
 
 
 def test_architecture_mismatch_by_name_raises():

@@ -128,3 +128,14 @@ def test_format_metrics_covers_every_method_and_a_run_stopped_before_evaluation(
     assert fmt(r, "cosa") == "CPL mIoU (train) 37.7%  segmentation mIoU (val) 35.7%  xi 0.500"
     assert fmt(r, "supervised") == "segmentation mIoU (val) 35.7%"
     assert "not evaluated" in fmt({}, "cosa")
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_teacher_is_resynced_with_the_on_as_the_warm_up_ends(tiny, tmp_path, reset):
+    sets = [*tiny(), f"train.ema_reset_at_warmup={str(reset).lower()}"]
+    args = ["--config", str(CONFIGS / "default.yaml"), *sum([["--set", s] for s in sets], [])]
+    _trainer().main([*args, "--stop-at", "2"])  # TINY: the warm-up is steps 0 and 1
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    model, teacher = state["model"], state["teacher"]
+    same = all(torch.equal(v, teacher[f"module.{k}"]) for k, v in model.items())
+    assert same == reset
