@@ -18,16 +18,12 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent))
 import train as T  # noqa: E402
 
-from wsss_blocks import MeanIoU, mask_absent_classes, multiscale_seg  # noqa: E402
 from wsss_blocks.data import FASHION_MNIST_CLASSES  # noqa: E402
 
 
-@torch.no_grad()
 def evaluate_checkpoint(
     checkpoint: str | Path,
     split: str = "val",
@@ -43,20 +39,9 @@ def evaluate_checkpoint(
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     net, state = T.load_eval_net(checkpoint)
     cfg = state["config"]
-    batch_size = batch_size or cfg["eval"]["batch_size"]
     train_set, val_set = T.build_data(cfg)
     data = val_set if split == "val" else train_set
-    num_classes = data.num_classes + 1
-    honest, masked = MeanIoU(num_classes), MeanIoU(num_classes)
-    images, masks, labels = data.tensors()
-    for i in range(0, len(data), batch_size):
-        x = images[i : i + batch_size].float() / 255
-        gt, lab = masks[i : i + len(x)].long(), labels[i : i + len(x)]
-        with T.autocast(cfg["train"]["bf16"]):
-            seg = multiscale_seg(lambda im: net(im).seg, x, scales, flip, x.shape[-2:])
-        honest.update(seg.argmax(1), gt)
-        masked.update(mask_absent_classes(seg, lab).argmax(1), gt)
-    r = honest.compute()
+    r, r_masked = T.segmentation_miou(net, data, cfg, scales, flip, batch_size)
     return {
         "checkpoint": str(checkpoint),
         "step": state["step"],
@@ -64,7 +49,7 @@ def evaluate_checkpoint(
         "scales": list(scales),
         "flip": flip,
         "miou": r["miou"],
-        "miou_tag_masked": masked.compute()["miou"],
+        "miou_tag_masked": r_masked["miou"],
         "iou": r["iou"],
     }
 

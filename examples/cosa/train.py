@@ -35,6 +35,7 @@ from wsss_blocks import (
     contrastive_separation_loss,
     mask_absent_classes,
     multiscale_cam,
+    multiscale_seg,
     normalize_cam,
     perplexity,
     raw_cam2seg_loss,
@@ -265,6 +266,26 @@ def supervised_losses(model, views, masks, cfg) -> dict:
 
 
 @torch.no_grad()
+def segmentation_miou(net, data, cfg, scales=(1.0,), flip=False, batch_size=None):
+    """MeanIoU results (honest, tag-masked with the GT tags) of ``net``'s segmentation on
+    ``data``, in batches of ``batch_size`` (default: the run's ``eval.batch_size``, on
+    which bf16 results depend) and the run's precision; multi-scale + flip inference
+    (``multiscale_seg``) with ``scales``/``flip``."""
+    num_classes = data.num_classes + 1
+    bs = batch_size or cfg["eval"]["batch_size"]
+    honest, masked = MeanIoU(num_classes), MeanIoU(num_classes)
+    images, masks, labels = data.tensors()
+    for i in range(0, len(data), bs):
+        x = images[i : i + bs].float() / 255
+        gt, lab = masks[i : i + len(x)].long(), labels[i : i + len(x)]
+        with autocast(cfg["train"]["bf16"]):
+            seg = multiscale_seg(lambda im: net(im).seg, x, scales, flip, x.shape[-2:])
+        honest.update(seg.argmax(1), gt)
+        masked.update(mask_absent_classes(seg, lab).argmax(1), gt)
+    return honest.compute(), masked.compute()
+
+
+@torch.no_grad()
 def evaluate(net, train_set, val_set, thresholds, cfg, step, out_dir) -> dict:
     """CPL mIoU on (part of) train, segmentation mIoU on val, and the overlay PNGs."""
     net.eval()
@@ -273,22 +294,11 @@ def evaluate(net, train_set, val_set, thresholds, cfg, step, out_dir) -> dict:
     bf16 = cfg["train"]["bf16"]
     result = {"step": step}
 
-    seg_miou, seg_masked = MeanIoU(num_classes), MeanIoU(num_classes)
-    images, masks, labels = val_set.tensors()
-    for i in range(0, len(val_set), bs):
-        x = images[i : i + bs].float() / 255
-        with autocast(bf16):
-            out = net(x)
-        seg = upsample(out.seg.float(), x.shape[-2:])
-        seg_miou.update(seg.argmax(1), masks[i : i + bs].long())
-        if cfg["eval"]["tag_masked"]:
-            masked = mask_absent_classes(seg, labels[i : i + bs])
-            seg_masked.update(masked.argmax(1), masks[i : i + bs].long())
-    r = seg_miou.compute()
+    r, r_masked = segmentation_miou(net, val_set, cfg)
     result["val_seg_miou"] = r["miou"]
     result["val_seg_iou"] = r["iou"]
     if cfg["eval"]["tag_masked"]:
-        result["val_seg_miou_tag_masked"] = seg_masked.compute()["miou"]
+        result["val_seg_miou_tag_masked"] = r_masked["miou"]
 
     xi = thresholds.current("xi")
     result["train_cpl_miou"] = float("nan")  # no CPL in the supervised bound
