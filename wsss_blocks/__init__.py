@@ -13,13 +13,7 @@ from .affinity import (
     nonlocal_affinity,
     propagate,
 )
-from .cam import (
-    CAMExtractor,
-    CAMOutput,
-    TimmFeatures,
-    normalize_cam,
-    pool_cam,
-)
+from .cam import CAMExtractor, CAMOutput, TimmFeatures, normalize_cam, pool_cam
 from .losses import classification_loss, raw_cam2seg_loss, seg2cam_loss
 from .losses.contrastive import contrastive_separation_loss
 from .metrics import MeanIoU, mask_absent_classes

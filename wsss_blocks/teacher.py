@@ -8,6 +8,13 @@ import torch
 import torch.nn as nn
 
 
+def _checked_momentum(momentum: float) -> float:
+    """``momentum`` as a float; ValueError unless it lies in [0, 1] (NaN does not)."""
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must lie in [0, 1], got {momentum!r}")
+    return float(momentum)
+
+
 class EMATeacher(nn.Module):
     """Exponential-moving-average copy of a student network, always in eval mode.
 
@@ -40,9 +47,7 @@ class EMATeacher(nn.Module):
 
     def __init__(self, student: nn.Module, momentum: float = 0.9994):
         super().__init__()
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must lie in [0, 1], got {momentum!r}")
-        self.momentum = float(momentum)
+        self.momentum = _checked_momentum(momentum)
         self.module = copy.deepcopy(student)
         self.module.eval()
         self.module.requires_grad_(False)
@@ -66,9 +71,7 @@ class EMATeacher(nn.Module):
             ValueError: if ``student`` does not have the teacher's parameter/buffer names,
                 shapes and dtypes, or ``momentum`` is outside [0, 1].
         """
-        m = self.momentum if momentum is None else float(momentum)
-        if not 0.0 <= m <= 1.0:
-            raise ValueError(f"momentum must lie in [0, 1], got {momentum!r}")
+        m = self.momentum if momentum is None else _checked_momentum(momentum)
         t_state = self.module.state_dict()
         s_state = student.state_dict()
         if t_state.keys() != s_state.keys():

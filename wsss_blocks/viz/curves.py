@@ -7,6 +7,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ._figure import check_pairs, new_figure, save_figure
+
 
 def plot_training_curves(
     losses: Sequence[tuple[int, Mapping[str, float]]],
@@ -42,24 +44,15 @@ def plot_training_curves(
         >>> out.stat().st_size > 0
         True
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     terms: dict[str, list[tuple[int, float]]] = {}
     for record in losses:
         if len(record) != 2 or not isinstance(record[1], Mapping):
             raise ValueError(f"losses must hold (step, {{term: value}}) pairs, got {record!r}")
         for name, value in record[1].items():
             terms.setdefault(name, []).append((record[0], float(value)))
-    for name, series in evaluations.items():
-        for item in series:
-            if len(item) != 2:
-                raise ValueError(
-                    f"evaluations[{name!r}] must hold (step, value) pairs, got {item!r}"
-                )
+    check_pairs("evaluations", evaluations)
 
-    fig = Figure(figsize=(11, 3.6), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(11, 3.6)
     ax_loss, ax_eval = fig.subplots(1, 2)
     if title:
         fig.suptitle(title)
@@ -69,12 +62,7 @@ def plot_training_curves(
         ax_loss.plot(steps, values, label=name, lw=1.0)
     if any(v > 0 for series in terms.values() for _, v in series):
         ax_loss.set_yscale("log")  # terms differ by orders of magnitude
-    ax_loss.set_xlabel("training step")
-    ax_loss.set_ylabel("loss (unweighted)")
-    ax_loss.set_title("loss terms")
-    if terms:
-        ax_loss.legend(loc="best", fontsize=8)
-    ax_loss.grid(alpha=0.3)
+    _finish(ax_loss, "loss (unweighted)", "loss terms", legend=bool(terms))
 
     drawn = False
     for name, series in evaluations.items():
@@ -83,14 +71,15 @@ def plot_training_curves(
             steps, values = zip(*points, strict=True)
             ax_eval.plot(steps, values, "o-", label=name, lw=1.2, ms=4)
             drawn = True
-    ax_eval.set_xlabel("training step")
-    ax_eval.set_ylabel("mIoU (%)")
-    ax_eval.set_title("evaluation")
-    if drawn:
-        ax_eval.legend(loc="best", fontsize=8)
-    ax_eval.grid(alpha=0.3)
+    _finish(ax_eval, "mIoU (%)", "evaluation", legend=drawn)
+    return save_figure(fig, path, dpi)
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
+
+def _finish(ax, ylabel: str, title: str, legend: bool) -> None:
+    """Labels, title, grid, and a legend where something was drawn."""
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if legend:
+        ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)

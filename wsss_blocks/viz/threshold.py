@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ._figure import check_pairs, new_figure, save_figure
+
 _DISPLAY_BINS = 128
 
 if TYPE_CHECKING:  # imported lazily at run time: the figure code needs no torch module state
@@ -53,17 +55,9 @@ def plot_threshold_diagnostics(
         >>> out.stat().st_size > 0
         True
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    for name, series in history.items():
-        for item in series:
-            if len(item) != 2:
-                raise ValueError(f"history[{name!r}] must hold (step, value) pairs, got {item!r}")
-
+    check_pairs("history", history)
     rows = 1 + len(searchers)
-    fig = Figure(figsize=(8, 2.6 * rows), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(8, 2.6 * rows)
     axes = fig.subplots(rows, 1, squeeze=False)[:, 0]
     if title:
         fig.suptitle(title)
@@ -84,10 +78,7 @@ def plot_threshold_diagnostics(
     for ax, (name, searcher) in zip(axes[1:], searchers.items(), strict=True):
         _draw_queue(ax, name, searcher)
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
+    return save_figure(fig, path, dpi)
 
 
 def _draw_queue(ax, name: str, searcher: GMMThresholdSearcher) -> None:
