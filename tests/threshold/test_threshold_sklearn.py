@@ -1,6 +1,6 @@
 """Agreement of the histogram-EM searcher with scikit-learn's GaussianMixture on raw values.
 
-scikit-learn runs to convergence (tol 1e-6) on the raw samples; the searcher sees the same
+scikit-learn runs to convergence (tol 1e-10) on the raw samples; the searcher sees the same
 samples binned and runs enough EM steps to converge. Tolerances are those of the design:
 means within 1/bins, standard deviations within 2/bins, weights within 0.01, ξ* within
 2/bins, where sklearn's ξ* comes from the same crossing formula applied to its parameters.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from sklearn.mixture import GaussianMixture
 
@@ -21,7 +21,7 @@ BINS = 1024
 
 
 def _sklearn_fit(x: np.ndarray, k: int = 2, **kw) -> tuple[np.ndarray, ...]:
-    gm = GaussianMixture(k, tol=1e-6, max_iter=5000, random_state=0, **kw).fit(x[:, None])
+    gm = GaussianMixture(k, tol=1e-10, max_iter=5000, random_state=0, **kw).fit(x[:, None])
     assert gm.converged_
     order = np.argsort(gm.means_[:, 0])
     pi = gm.weights_[order]
@@ -60,6 +60,9 @@ def _two_gaussians(seed, n, w, m1, s1, m2, s2) -> np.ndarray:
 
 
 @settings(max_examples=12)
+# At the 3-sigma edge the likelihood is flat: sklearn at tol 1e-6 stopped 1.2e-3 short of
+# the optimum here (a hypothesis find); at 1e-10 both fits agree within 2e-5.
+@example(seed=0, w=0.75, m1=0.3125, m2=0.609375, s1=0.09375, s2=0.09765625)
 @given(
     seed=st.integers(0, 2**31 - 1),
     w=st.floats(0.2, 0.8),
