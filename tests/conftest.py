@@ -2,7 +2,9 @@
 
 Property tests build their tensors from seeds that hypothesis draws (through a
 ``torch.Generator``), so a failing example replays exactly. Set
-``WSSS_HYPOTHESIS_PROFILE=wsss-thorough`` for ten times more examples.
+``WSSS_HYPOTHESIS_PROFILE=wsss-thorough`` for ten times more examples;
+``.ci/run`` sets ``wsss-ci`` (the default profile, derandomized), so a CI result
+depends on the commit alone, while local runs keep drawing new examples.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile("wsss-thorough", parent=settings.get_profile("wsss"), max_examples=300)
+settings.register_profile("wsss-ci", parent=settings.get_profile("wsss"), derandomize=True)
 settings.load_profile(os.environ.get("WSSS_HYPOTHESIS_PROFILE", "wsss"))
 
 # Tests use tiny tensors, where intra-op threads only add synchronisation. On a shared

@@ -135,7 +135,7 @@ def _official_rule(x: np.ndarray, **kw) -> tuple[float, float, GaussianMixture]:
 
 def test_threshold_cosa_code_bounds_match_converged_sklearn():
     x = _cosa_data()
-    low, high, gm = _official_rule(x, tol=1e-6, max_iter=5000)
+    low, high, gm = _official_rule(x, tol=1e-10, max_iter=5000)
     assert gm.converged_
     searcher = GMMThresholdSearcher(policy="cosa-code", em_iters=5000, tol=1e-10)
     searcher.update(torch.as_tensor(x, dtype=torch.float32))
