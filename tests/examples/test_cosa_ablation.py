@@ -43,6 +43,16 @@ def test_default_without_its_four_parts_is_the_baseline():
     }
 
 
+def test_no_ema_config_is_the_default_without_sa():
+    ablation = _ablation()  # configs/no_ema.yaml is the measured variant default-SA
+    no_ema = ablation.cosa_train.load_config(ROOT / "examples/cosa/configs/no_ema.yaml")
+    variant = ablation.load_variant("default-SA")
+    assert not no_ema["train"]["use_teacher"]
+    assert {k: v for k, v in no_ema.items() if k != "output_dir"} == {
+        k: v for k, v in variant.items() if k != "output_dir"
+    }
+
+
 def test_runs_variants_writes_table_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setenv("WSSS_BLOCKS_CACHE", str(tmp_path / "cache"))
     ablation = _ablation()
