@@ -4,11 +4,11 @@
     python examples/cosa/evaluate.py runs/cosa_default/checkpoint.pt --scales 1.0 1.5 --flip
 
 Runs the network the trainer evaluates (the EMA teacher where there is one) on the
-val split (or train) and prints the honest mIoU, the tag-masked one if asked (labelled:
-it uses the GT tags), and the per-class IoU. With ``--scales``/``--flip`` the logits
-of every scale and of the mirrored images are summed (``wsss_blocks.multiscale_seg``,
-the official release's test-time rule). Without them the number is the trainer's own
-val mIoU at that step.
+val split (or train) and prints the honest mIoU, the tag-masked one if asked
+(``--tag-masked``, labelled: it uses the GT tags), and the per-class IoU. With
+``--scales``/``--flip`` the logits of every scale and of the mirrored images are summed
+(``wsss_blocks.multiscale_seg``, the official release's test-time rule). Without them
+the number is the trainer's own val mIoU at that step.
 """
 
 from __future__ import annotations
@@ -30,28 +30,32 @@ def evaluate_checkpoint(
     scales: tuple[float, ...] = (1.0,),
     flip: bool = False,
     batch_size: int | None = None,
+    tag_masked: bool = False,
 ) -> dict:
-    """Segmentation mIoU of a checkpoint on ``split``: ``miou``, ``miou_tag_masked``
-    (GT tags used, a diagnostic) and per-class ``iou`` (background first), in [0, 1].
-    ``batch_size`` defaults to the run's ``eval.batch_size`` (bf16 results depend on it,
-    so the single-scale number is the trainer's own)."""
+    """Segmentation mIoU of a checkpoint on ``split``: ``miou`` and per-class ``iou``
+    (background first), in [0, 1], and with ``tag_masked`` also ``miou_tag_masked`` (GT
+    tags used, a diagnostic). ``batch_size`` defaults to the run's ``eval.batch_size``
+    (bf16 results depend on it, so the single-scale number is the trainer's own).
+    Raises ValueError if ``split`` is not 'train' or 'val'."""
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     net, state = T.load_eval_net(checkpoint)
     cfg = state["config"]
     train_set, val_set = T.build_data(cfg)
     data = val_set if split == "val" else train_set
-    r, r_masked = T.segmentation_miou(net, data, cfg, scales, flip, batch_size)
-    return {
+    r, r_masked = T.segmentation_miou(net, data, cfg, scales, flip, batch_size, tag_masked)
+    result = {
         "checkpoint": str(checkpoint),
         "step": state["step"],
         "split": split,
         "scales": list(scales),
         "flip": flip,
         "miou": r["miou"],
-        "miou_tag_masked": r_masked["miou"],
         "iou": r["iou"],
     }
+    if r_masked is not None:
+        result["miou_tag_masked"] = r_masked["miou"]
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -60,14 +64,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split", default="val", choices=("val", "train"))
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0])
     parser.add_argument("--flip", action="store_true", help="add horizontally flipped images")
+    parser.add_argument("--tag-masked", action="store_true",
+                        help="also the tag-masked mIoU (uses the GT image tags)")  # fmt: skip
     parser.add_argument("--json", help="also write the result to this file")
     args = parser.parse_args(argv)
-    r = evaluate_checkpoint(args.checkpoint, args.split, tuple(args.scales), args.flip)
-    how = f"scales {args.scales}{' + flip' if args.flip else ''}"
-    print(
-        f"step {r['step']}, {args.split}, {how}: mIoU {100 * r['miou']:.1f}%  "
-        f"(tag-masked, uses GT tags: {100 * r['miou_tag_masked']:.1f}%)"
+    r = evaluate_checkpoint(
+        args.checkpoint, args.split, tuple(args.scales), args.flip, tag_masked=args.tag_masked
     )
+    how = f"scales {args.scales}{' + flip' if args.flip else ''}"
+    line = f"step {r['step']}, {args.split}, {how}: mIoU {100 * r['miou']:.1f}%"
+    if args.tag_masked:
+        line += f"  (tag-masked, uses GT tags: {100 * r['miou_tag_masked']:.1f}%)"
+    print(line)
     names = ["background", *FASHION_MNIST_CLASSES]
     print("  ".join(f"{n} {100 * v:.1f}" for n, v in zip(names, r["iou"], strict=True)))
     if args.json:

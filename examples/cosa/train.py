@@ -266,14 +266,16 @@ def supervised_losses(model, views, masks, cfg) -> dict:
 
 
 @torch.no_grad()
-def segmentation_miou(net, data, cfg, scales=(1.0,), flip=False, batch_size=None):
-    """MeanIoU results (honest, tag-masked with the GT tags) of ``net``'s segmentation on
-    ``data``, in batches of ``batch_size`` (default: the run's ``eval.batch_size``, on
-    which bf16 results depend) and the run's precision; multi-scale + flip inference
-    (``multiscale_seg``) with ``scales``/``flip``."""
+def segmentation_miou(net, data, cfg, scales=(1.0,), flip=False, batch_size=None, tag_masked=False):
+    """MeanIoU results of ``net``'s segmentation on ``data``: the honest one, and the
+    tag-masked one (GT tags used) where ``tag_masked`` asks for it, else None. In batches
+    of ``batch_size`` (default: the run's ``eval.batch_size``, on which bf16 results
+    depend) and the run's precision; multi-scale + flip inference (``multiscale_seg``)
+    with ``scales``/``flip``."""
     num_classes = data.num_classes + 1
     bs = batch_size or cfg["eval"]["batch_size"]
-    honest, masked = MeanIoU(num_classes), MeanIoU(num_classes)
+    honest = MeanIoU(num_classes)
+    masked = MeanIoU(num_classes) if tag_masked else None
     images, masks, labels = data.tensors()
     for i in range(0, len(data), bs):
         x = images[i : i + bs].float() / 255
@@ -281,8 +283,9 @@ def segmentation_miou(net, data, cfg, scales=(1.0,), flip=False, batch_size=None
         with autocast(cfg["train"]["bf16"]):
             seg = multiscale_seg(lambda im: net(im).seg, x, scales, flip, x.shape[-2:])
         honest.update(seg.argmax(1), gt)
-        masked.update(mask_absent_classes(seg, lab).argmax(1), gt)
-    return honest.compute(), masked.compute()
+        if masked is not None:
+            masked.update(mask_absent_classes(seg, lab).argmax(1), gt)
+    return honest.compute(), masked.compute() if masked is not None else None
 
 
 @torch.no_grad()
@@ -294,10 +297,10 @@ def evaluate(net, train_set, val_set, thresholds, cfg, step, out_dir) -> dict:
     bf16 = cfg["train"]["bf16"]
     result = {"step": step}
 
-    r, r_masked = segmentation_miou(net, val_set, cfg)
+    r, r_masked = segmentation_miou(net, val_set, cfg, tag_masked=cfg["eval"]["tag_masked"])
     result["val_seg_miou"] = r["miou"]
     result["val_seg_iou"] = r["iou"]
-    if cfg["eval"]["tag_masked"]:
+    if r_masked is not None:
         result["val_seg_miou_tag_masked"] = r_masked["miou"]
 
     xi = thresholds.current("xi")

@@ -39,7 +39,9 @@ def test_single_scale_is_the_trainers_val_miou(run_dir, monkeypatch):
     assert torch.equal(
         torch.tensor(r["iou"]).nan_to_num(-1), torch.tensor(final["val_seg_iou"]).nan_to_num(-1)
     )  # nan: class absent from the split
-    assert 0.0 <= r["miou_tag_masked"] <= 1.0
+    assert "miou_tag_masked" not in r  # honest only, unless asked
+    masked = _evaluate().evaluate_checkpoint(run_dir / "checkpoint.pt", tag_masked=True)
+    assert masked["miou"] == r["miou"] and 0.0 <= masked["miou_tag_masked"] <= 1.0
 
 
 def test_multiscale_flip_runs_and_writes_json(run_dir, monkeypatch, capsys, tmp_path):
@@ -49,7 +51,11 @@ def test_multiscale_flip_runs_and_writes_json(run_dir, monkeypatch, capsys, tmp_
     r = _evaluate().main([ckpt, "--scales", "1.0", "1.5", "--flip", "--json", str(out)])
     assert r["scales"] == [1.0, 1.5] and r["flip"] and 0.0 <= r["miou"] <= 1.0
     assert json.loads(out.read_text())["miou"] == r["miou"]
-    assert "+ flip" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "+ flip" in printed and "tag-masked" not in printed
+    r = _evaluate().main([ckpt, "--tag-masked"])
+    assert "tag-masked, uses GT tags" in capsys.readouterr().out
+    assert 0.0 <= r["miou_tag_masked"] <= 1.0
 
 
 def test_bad_split_is_an_error(run_dir):

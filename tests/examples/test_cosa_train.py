@@ -71,6 +71,17 @@ def test_each_config_trains_and_reports(config, tiny, capsys):
         assert "train_cpl_early_miou" not in final
 
 
+@pytest.mark.parametrize("tag_masked", [False, True])
+def test_tag_masked_miou_is_reported_only_when_asked(tag_masked, tiny):
+    sets = tiny([f"eval.tag_masked={str(tag_masked).lower()}", "eval.num_overlays=0"])
+    final = _trainer().main(
+        ["--config", str(CONFIGS / "supervised.yaml"), *sum([["--set", s] for s in sets], [])]
+    )
+    assert ("val_seg_miou_tag_masked" in final) == tag_masked  # honest mIoU by default
+    if tag_masked:
+        assert 0.0 <= final["val_seg_miou_tag_masked"] <= 1.0
+
+
 def test_every_loss_term_can_be_switched_off(tiny):
     trainer = _trainer()
     cfg = trainer.load_config(CONFIGS / "default.yaml", tiny())
