@@ -17,6 +17,11 @@ def _ablation():
     return module
 
 
+def _settings(cfg: dict) -> dict:
+    """A resolved config without its output_dir: what decides the run's results."""
+    return {k: v for k, v in cfg.items() if k != "output_dir"}
+
+
 def test_every_variant_is_a_valid_config():
     ablation = _ablation()
     for name in ablation.VARIANTS:
@@ -28,9 +33,7 @@ def test_core_without_sa_raw_dt_is_the_baseline():
     no_sa_raw_dt = ["train.use_teacher=false", "loss.raw=false", "threshold.dynamic=false"]
     core = ablation.load_variant("core", no_sa_raw_dt)
     base = ablation.load_variant("baseline")
-    assert {k: v for k, v in core.items() if k != "output_dir"} == {
-        k: v for k, v in base.items() if k != "output_dir"
-    }
+    assert _settings(core) == _settings(base)
 
 
 def test_default_without_its_four_parts_is_the_baseline():
@@ -38,9 +41,7 @@ def test_default_without_its_four_parts_is_the_baseline():
     parts = [ablation.VARIANTS[f"default-{x}"][2] for x in ("SA", "RAW", "GC", "cls†")]
     stripped = ablation.load_variant("default", sum(parts, []))
     base = ablation.load_variant("baseline")
-    assert {k: v for k, v in stripped.items() if k != "output_dir"} == {
-        k: v for k, v in base.items() if k != "output_dir"
-    }
+    assert _settings(stripped) == _settings(base)
 
 
 def test_no_ema_config_is_the_default_without_sa():
@@ -48,9 +49,7 @@ def test_no_ema_config_is_the_default_without_sa():
     no_ema = ablation.cosa_train.load_config(ROOT / "examples/cosa/configs/no_ema.yaml")
     variant = ablation.load_variant("default-SA")
     assert not no_ema["train"]["use_teacher"]
-    assert {k: v for k, v in no_ema.items() if k != "output_dir"} == {
-        k: v for k, v in variant.items() if k != "output_dir"
-    }
+    assert _settings(no_ema) == _settings(variant)
 
 
 def test_runs_variants_writes_table_and_resumes(tmp_path, monkeypatch):
