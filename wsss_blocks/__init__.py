@@ -13,8 +13,14 @@ from .affinity import (
     nonlocal_affinity,
     propagate,
 )
-from .cam import CAMExtractor, CAMOutput, TimmFeatures, normalize_cam, pool_cam
-from .losses import classification_loss, raw_cam2seg_loss, seg2cam_loss
+from .cam import CAMExtractor, CAMOutput, TimmFeatures, normalize_cam, pool_cam, pooled_logits
+from .losses import (
+    classification_loss,
+    dense_energy_loss,
+    energy_gate,
+    raw_cam2seg_loss,
+    seg2cam_loss,
+)
 from .losses.contrastive import contrastive_separation_loss
 from .metrics import MeanIoU, mask_absent_classes
 from .models import CoSANet, LargeFOV
@@ -51,11 +57,14 @@ __all__ = [
     "TimmFeatures",
     "normalize_cam",
     "pool_cam",
+    "pooled_logits",
     "multiscale_cam",
     "multiscale_seg",
     "classification_loss",
     "raw_cam2seg_loss",
     "seg2cam_loss",
+    "dense_energy_loss",
+    "energy_gate",
     "contrastive_separation_loss",
     "csc_implementation",
     "GMMThresholdSearcher",

@@ -1,8 +1,11 @@
 """Class activation maps (CAM) from any timm backbone, CNN or ViT.
 
-The CAM of class c is the output of a bias-free 1×1 classifier applied to a feature
-map before pooling (Zhou et al., CVPR 2016); image logits are its global max (GMP, as
-in CoSA) or average (GAP). CoSA also reads an early-layer CAM M† from an intermediate
+The CAM of class c is the output of a bias-free 1×1 classifier W_fc applied to a
+feature map F before pooling (Zhou et al., CVPR 2016). Image logits follow CoSA's
+Eq. 1, Z = G·W_fcᵀ with G = Pooling(F): the *features* are pooled (global max, GMP,
+or average, GAP), then classified. For GAP this equals the mean of the CAM (the
+classifier is linear); for GMP it does not, so the max over the CAM is kept apart under
+the name ``"cam-max"``. CoSA also reads an early-layer CAM M† from an intermediate
 block with its own 1×1 classifier (CoSA, ECCV 2024, Sec. 3.4).
 """
 
@@ -18,34 +21,124 @@ import torch.nn.functional as F
 
 from ._checks import check_finite, check_float, check_labels, check_ndim, check_positive
 
-POOLINGS = ("gmp", "gap")
+POOLINGS = ("gmp", "gap", "cam-max")
+"""Image-logit poolings: ``"gmp"`` and ``"gap"`` pool the features (CoSA Eq. 1),
+``"cam-max"`` takes the max over the CAM (not CoSA's Eq. 1)."""
+
+CAM_POOLINGS = ("gap", "cam-max")
+"""Poolings :func:`pool_cam` can do from the CAM alone."""
 
 
-def pool_cam(cam: torch.Tensor, pooling: str = "gmp") -> torch.Tensor:
-    """Image-level class logits from a raw CAM by global pooling.
+def pool_cam(cam: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Image-level class logits from a raw CAM by global pooling over its pixels.
+
+    ``"gap"`` (mean over pixels) equals CoSA's Eq. 1 with average pooling, since the
+    bias-free 1×1 classifier is linear. ``"cam-max"`` (max over pixels of the CAM) is
+    *not* CoSA's GMP, which max-pools the features before the classifier; for that use
+    :func:`pooled_logits` or :class:`CAMExtractor`.
 
     Args:
-        cam: raw CAM logits, (B, C, h, w) float, C foreground classes, any real values.
-        pooling: ``"gmp"`` (global max, CoSA Eq. 1) or ``"gap"`` (global average).
+        cam: raw CAM logits, (B, C, h, w) float, C foreground classes, finite values.
+        pooling: ``"gap"`` or ``"cam-max"`` (no default: the two differ in kind).
     Returns:
         (B, C) logits, same dtype as ``cam``.
     Raises:
-        ValueError: if ``cam`` is not 4-D float or ``pooling`` is unknown.
+        ValueError: if ``cam`` is not 4-D, float and finite, or ``pooling`` is not one
+            of ``("gap", "cam-max")``; ``"gmp"`` is refused with a pointer to
+            :func:`pooled_logits`, because it needs the features.
     Example:
-        >>> pool_cam(torch.tensor([[[[1.0, 3.0]]]]), "gmp")
-        tensor([[3.]])
+        >>> cam = torch.tensor([[[[1.0, 3.0]]]])
+        >>> pool_cam(cam, "cam-max"), pool_cam(cam, "gap")
+        (tensor([[3.]]), tensor([[2.]]))
 
     Reference:
-        Yang et al., CoSA, ECCV 2024, Sec. 3.1 (GMP); Zhou et al., CAM, CVPR 2016 (GAP).
+        Zhou et al., CAM, CVPR 2016 (GAP); Yang et al., CoSA, ECCV 2024, Eq. 1.
     """
     check_ndim("cam", cam, 4, "(B, C, h, w)")
     check_float("cam", cam)
     check_finite("cam", cam)
-    if pooling == "gmp":
+    if pooling == "cam-max":
         return cam.amax(dim=(2, 3))
     if pooling == "gap":
         return cam.mean(dim=(2, 3))
-    raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if pooling == "gmp":
+        raise ValueError(
+            "pooling 'gmp' is not a pooling of the CAM: CoSA's GMP (Eq. 1) max-pools the "
+            "features, then applies the classifier; use pooled_logits(features, "
+            "classifier, 'gmp') or CAMExtractor(pooling='gmp'), or pooling='cam-max' "
+            "for the max over the CAM"
+        )
+    raise ValueError(f"pooling must be one of {CAM_POOLINGS}, got {pooling!r}")
+
+
+def _check_classifier(classifier: nn.Module, channels: int) -> None:
+    """Raise unless ``classifier`` is a 1×1, stride-1, unpadded Conv2d on ``channels``."""
+    if not isinstance(classifier, nn.Conv2d):
+        raise ValueError(
+            f"classifier must be a 1x1 nn.Conv2d (the CAM classifier W_fc), "
+            f"got {type(classifier).__name__}"
+        )
+    k, s, p = classifier.kernel_size, classifier.stride, classifier.padding
+    if tuple(k) != (1, 1) or tuple(s) != (1, 1) or p not in ((0, 0), "valid", "same"):
+        raise ValueError(
+            f"classifier must be 1x1 with stride 1 and no padding, got kernel_size={k}, "
+            f"stride={s}, padding={p}"
+        )
+    if classifier.in_channels != channels:
+        raise ValueError(
+            f"features have {channels} channels but classifier expects {classifier.in_channels}"
+        )
+
+
+def pooled_logits(
+    features: torch.Tensor, classifier: nn.Conv2d, pooling: str = "gmp"
+) -> torch.Tensor:
+    """Image-level class logits by CoSA's Eq. 1: pool the features, then classify.
+
+    .. math:: Z = G\\,W_{fc}^\\top, \\qquad G = \\mathrm{Pooling}(F) \\in \\mathbb{R}^{B\\times D}
+
+    ``"gmp"``: G = max of F over the h×w pixels, per channel (CoSA's choice);
+    ``"gap"``: G = mean of F over the pixels, which equals the mean of the CAM
+    W_fc·F. ``"cam-max"``: the max over the CAM W_fc·F instead, which is *not* Eq. 1
+    (kept for comparison with earlier results). With GMP the gradient reaches W_fc only
+    through the max-pooled features G, and F only at each channel's arg-max pixel.
+    Differentiable; stays on ``features``' device.
+
+    Args:
+        features: F, (B, D, h, w) float, finite.
+        classifier: W_fc, a 1×1 ``nn.Conv2d`` (stride 1, no padding) with D input and
+            C output channels; bias-free in CAMExtractor (a bias b would give Z + b).
+        pooling: one of ``("gmp", "gap", "cam-max")``.
+    Returns:
+        (B, C) logits, dtype of the classifier's output.
+    Raises:
+        ValueError: if ``features`` is not 4-D, float and finite, ``classifier`` is not
+            such a 1×1 Conv2d or its input channels differ from D, or ``pooling`` is
+            unknown.
+    Example:
+        >>> feats = torch.tensor([[[[1.0, 3.0]], [[2.0, -1.0]]]])  # (1, 2, 1, 2)
+        >>> fc = nn.Conv2d(2, 1, 1, bias=False)
+        >>> with torch.no_grad():
+        ...     _ = fc.weight.copy_(torch.tensor([1.0, -1.0]).view(1, 2, 1, 1))
+        >>> pooled_logits(feats, fc, "gmp")  # 1*max(1, 3) - 1*max(2, -1) = 3 - 2
+        tensor([[1.]], grad_fn=<ViewBackward0>)
+        >>> pooled_logits(feats, fc, "cam-max")  # max(1 - 2, 3 + 1)
+        tensor([[4.]], grad_fn=<AmaxBackward0>)
+
+    Reference:
+        Yang et al., CoSA, ECCV 2024, Eq. 1; Zhou et al., CAM, CVPR 2016 (GAP).
+    """
+    check_ndim("features", features, 4, "(B, D, h, w)")
+    check_float("features", features)
+    check_finite("features", features)
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    _check_classifier(classifier, features.shape[1])
+    if pooling == "cam-max":
+        return classifier(features).amax(dim=(2, 3))
+    pooled = features.amax(dim=(2, 3)) if pooling == "gmp" else features.mean(dim=(2, 3))
+    # a 1×1 map through the conv: same weights, dtype handling and autocast as the CAM
+    return classifier(pooled[:, :, None, None]).view(pooled.shape[0], -1)
 
 
 def normalize_cam(
@@ -97,11 +190,14 @@ class CAMOutput(NamedTuple):
     """What :class:`CAMExtractor` returns; all tensors on the input's device.
 
     Attributes:
-        features: last-layer feature map F, (B, D, h, w).
-        cam: raw last-layer CAM M (1×1 classifier output, before ReLU), (B, C, h, w).
-        logits: image-level logits pooled from ``cam``, (B, C).
+        features: last-layer feature map F, (B, D, h, w) (a ViT's after its final norm).
+        cam: raw last-layer CAM M = W_fc·F (1×1 classifier output, before ReLU),
+            (B, C, h, w).
+        logits: image-level logits Z of CoSA Eq. 1 from F and W_fc (or the max over
+            ``cam`` for ``pooling="cam-max"``), (B, C).
         early_cam: raw early-layer CAM M†, (B, C, h†, w†), or None.
-        early_logits: image-level logits pooled from ``early_cam``, (B, C), or None.
+        early_logits: image-level logits from the early features and their own
+            classifier, pooled as ``logits``, (B, C), or None.
     """
 
     features: torch.Tensor
@@ -111,12 +207,34 @@ class CAMOutput(NamedTuple):
     early_logits: torch.Tensor | None
 
 
+def _token_norm(model: nn.Module) -> nn.Module | None:
+    """The final token-wise norm of a ViT-like timm model (``blocks`` + ``norm``), or None.
+
+    Token-wise means it normalises the last (channel) axis: LayerNorm, RmsNorm and
+    timm's variants, all with ``normalized_shape``. A CNN's BatchNorm2d, an
+    ``nn.Identity`` (ViTs with ``fc_norm``, whose norm comes after pooling) or a model
+    without ``blocks`` gives None.
+    """
+    norm = getattr(model, "norm", None)
+    if not hasattr(model, "blocks") or norm is None or isinstance(norm, nn.Identity):
+        return None
+    return norm if hasattr(norm, "normalized_shape") else None
+
+
 class TimmFeatures(nn.Module):
     """Feature maps of a timm backbone at chosen depths, NCHW, for CNNs and ViTs alike.
 
     Uses timm's ``forward_intermediates``, which reshapes a ViT's patch tokens to a
     grid and drops class/register tokens, so no grid size is hard-coded. Layers deeper
-    than the last requested index are pruned away (they would cost time for nothing).
+    than the last requested index are pruned away (they would cost time for nothing);
+    a ViT's final norm is kept.
+
+    For a ViT-like model (``blocks`` and a token-wise final ``norm``, e.g. LayerNorm or
+    RmsNorm), the map of the model's final block (index n-1 of the full model) goes
+    through that norm, as in timm's ``forward_features`` and CoSA's release, which
+    computes the last-layer CAM on the normed tokens. Maps of intermediate blocks (e.g.
+    M† at block 9 of 12) are the raw block outputs, as in the release. CNNs are
+    unchanged.
 
     Args:
         model: a timm model that implements ``forward_intermediates`` (timm ≥ 1.0: ViTs,
@@ -129,8 +247,14 @@ class TimmFeatures(nn.Module):
             (timm's ``extra_blocks``; EfficientNet and MobileNet families): 0 is the stem,
             k the output of ``blocks[k - 1]``. It reaches layers between two reduction
             points, e.g. an early-layer M† one stage before the last.
+        final_norm: apply a ViT's final norm to its final block's map (default True);
+            False returns the raw block output. No effect on models without one.
         **create_kwargs: passed to ``timm.create_model`` when ``model`` is a name
             (e.g. ``pretrained=False``, ``output_stride=8``, ``img_size=96``).
+    Attributes:
+        indices: the requested indices, made non-negative.
+        channels: D_k of each returned map.
+        normed_index: the index whose map gets the final norm, or None.
     Raises:
         ValueError: if the model cannot return intermediates (or block-level ones when
             ``extra_blocks``), or ``indices`` is empty or out of range.
@@ -141,6 +265,7 @@ class TimmFeatures(nn.Module):
         model: nn.Module | str,
         indices: Sequence[int],
         extra_blocks: bool = False,
+        final_norm: bool = True,
         **create_kwargs,
     ):
         super().__init__()
@@ -172,9 +297,13 @@ class TimmFeatures(nn.Module):
             if not -n <= int(i) < n:
                 raise ValueError(f"indices must lie in [-{n}, {n - 1}] for this model, got {i}")
         self.indices = [int(i) % n for i in indices]
+        # Only the full model's final block is followed by the norm in forward_features.
+        normed = final_norm and _token_norm(model) is not None and (n - 1) in self.indices
+        self.normed_index = n - 1 if normed else None
         # timm returns maps in depth order of the unique indices; remember where each is.
         self._depth_order = sorted(set(self.indices))
         if hasattr(model, "prune_intermediate_layers"):
+            # prune_norm stays False (timm's default): the final norm is needed above.
             model.prune_intermediate_layers(self._depth_order, prune_head=True, **self._extra)
         self.model = model
         if extra_blocks:  # feature_info does not list every block: probe the widths once
@@ -192,6 +321,10 @@ class TimmFeatures(nn.Module):
         maps = self.model.forward_intermediates(
             x, indices=self._depth_order, output_fmt="NCHW", intermediates_only=True, **self._extra
         )
+        if self.normed_index is not None:
+            k = self._depth_order.index(self.normed_index)
+            # token-wise norm over D: NCHW -> NHWC -> norm -> NCHW
+            maps[k] = self.model.norm(maps[k].permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return [maps[self._depth_order.index(i)] for i in self.indices]
 
 
@@ -200,7 +333,9 @@ class CAMExtractor(nn.Module):
 
     The returned CAMs are raw (before ReLU/normalisation), differentiable, and on the
     model's device; apply :func:`normalize_cam` for pseudo-labels and keep the raw CAM
-    for the Seg2CAM loss (CoSA Eq. 8), which needs logits.
+    for the Seg2CAM loss (CoSA Eq. 8), which needs logits. Image logits follow CoSA's
+    Eq. 1 (see :func:`pooled_logits`): the CAM is computed once, and GMP max-pools the
+    features (cheap) rather than the CAM.
 
     Args:
         backbone: a timm model name or model (see :class:`TimmFeatures`).
@@ -208,9 +343,12 @@ class CAMExtractor(nn.Module):
         last_index: feature index of the last layer (default -1).
         early_index: feature index of the early layer for M†, or None for no M†
             (CoSA uses ViT block 9 of 12, i.e. -3).
-        pooling: ``"gmp"`` (CoSA) or ``"gap"`` for the image logits.
-        **create_kwargs: ``extra_blocks`` for :class:`TimmFeatures` (block-level
-            indices), the rest for ``timm.create_model`` when ``backbone`` is a name.
+        pooling: image logits, for M and M† alike, each from its own features and
+            classifier: ``"gmp"`` (CoSA Eq. 1: classifier on the max-pooled features),
+            ``"gap"`` (classifier on the mean-pooled features = mean of the CAM) or
+            ``"cam-max"`` (max over the CAM; not CoSA's Eq. 1, kept for earlier results).
+        **create_kwargs: ``extra_blocks`` and ``final_norm`` for :class:`TimmFeatures`,
+            the rest for ``timm.create_model`` when ``backbone`` is a name.
     Raises:
         ValueError: on ``num_classes`` < 1 or an unknown ``pooling``.
     Example:
@@ -221,7 +359,7 @@ class CAMExtractor(nn.Module):
         ((2, 3, 4, 4), (2, 3), (2, 3, 8, 8))
 
     Reference:
-        Zhou et al., CAM, CVPR 2016; Yang et al., CoSA, ECCV 2024, Sec. 3.1 and 3.4.
+        Zhou et al., CAM, CVPR 2016; Yang et al., CoSA, ECCV 2024, Eq. 1, Sec. 3.1, 3.4.
     """
 
     def __init__(
@@ -250,6 +388,12 @@ class CAMExtractor(nn.Module):
             else nn.Conv2d(self.features.channels[0], num_classes, 1, bias=False)
         )
 
+    def _logits(self, features: torch.Tensor, cam: torch.Tensor, classifier: nn.Conv2d):
+        # gap and cam-max come from the CAM already computed; gmp needs the features.
+        if self.pooling == "gmp":
+            return pooled_logits(features, classifier, "gmp")
+        return pool_cam(cam, self.pooling)
+
     def forward(self, x: torch.Tensor) -> CAMOutput:
         """Args: x, (B, 3, H, W) float image batch (already normalised for the backbone)."""
         check_ndim("x", x, 4, "(B, 3, H, W)")
@@ -259,5 +403,6 @@ class CAMExtractor(nn.Module):
         early_cam = early_logits = None
         if self.early_classifier is not None:
             early_cam = self.early_classifier(maps[0])
-            early_logits = pool_cam(early_cam, self.pooling)
-        return CAMOutput(features, cam, pool_cam(cam, self.pooling), early_cam, early_logits)
+            early_logits = self._logits(maps[0], early_cam, self.early_classifier)
+        logits = self._logits(features, cam, self.classifier)
+        return CAMOutput(features, cam, logits, early_cam, early_logits)

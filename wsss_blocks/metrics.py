@@ -6,21 +6,30 @@ import torch
 
 from ._checks import IGNORE_INDEX, check_float, check_label_map, check_labels, check_ndim
 
+MIOU_AVERAGES = ("present", "gt")
+"""The class sets :class:`MeanIoU` can average over: GT ∪ prediction, or GT only."""
+
 
 class MeanIoU:
     """Accumulates a confusion matrix over a whole split and reports (m)IoU.
 
-    IoU_c = TP_c / (TP_c + FP_c + FN_c); the mIoU is the mean over classes that occur
-    in the ground truth or the predictions (NaN classes skipped, the VOC convention).
-    Pixels whose target is 255 are ignored. The result is the honest, unmasked mIoU;
-    for the tag-masked variant the official CoSA code reports, mask the logits with
-    :func:`mask_absent_classes` before the argmax and label the number as such.
+    IoU_c = TP_c / (TP_c + FP_c + FN_c). Which classes the mIoU averages over is
+    ``average``: ``"present"`` (default) the classes that occur in the ground truth or
+    the predictions (a class only predicted counts with IoU 0; the mmsegmentation / VOC
+    convention), ``"gt"`` the classes that occur in the ground truth only (the official
+    CoSA release's rule, which drops a class that is only ever predicted). The two agree
+    whenever every predicted class also occurs in the ground truth; label which one a
+    printed number uses. Pixels whose target is 255 are ignored. The result is the
+    honest, unmasked mIoU; for the tag-masked variant the official CoSA code reports,
+    mask the logits with :func:`mask_absent_classes` before the argmax and label the
+    number as such.
 
     Args:
         num_classes: K classes *including* background (e.g. 21 for VOC), ≥ 1.
         ignore_index: target value to skip (default 255).
+        average: ``"present"`` or ``"gt"``, the classes the mIoU averages over (above).
     Raises:
-        ValueError: if ``num_classes`` < 1.
+        ValueError: if ``num_classes`` < 1 or ``average`` is unknown.
     Example:
         >>> m = MeanIoU(2)
         >>> m.update(torch.tensor([[0, 1, 1]]), torch.tensor([[0, 1, 0]]))
@@ -28,12 +37,18 @@ class MeanIoU:
         0.5
 
     Reference:
-        Everingham et al., PASCAL VOC, IJCV 2010; design/data.md "Evaluation conventions".
+        Everingham et al., PASCAL VOC, IJCV 2010; design/data.md "Evaluation conventions";
+        CoSA official release (``average="gt"``; pinned in tests/blocks/test_metrics.py).
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
+    def __init__(
+        self, num_classes: int, ignore_index: int = IGNORE_INDEX, average: str = "present"
+    ):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if average not in MIOU_AVERAGES:
+            raise ValueError(f"average must be one of {MIOU_AVERAGES}, got {average!r}")
+        self.average = average
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
@@ -69,19 +84,20 @@ class MeanIoU:
 
     def compute(self) -> dict:
         """Return ``{"miou": float in [0, 1] or nan, "iou": list of K floats (nan for
-        classes never seen), "pixel_accuracy": float, "confusion": (K, K) int64 tensor}``
-        with rows = ground truth, columns = prediction."""
+        classes never seen), "pixel_accuracy": float, "confusion": (K, K) int64 tensor,
+        "average": the rule of "miou"}`` with rows = ground truth, columns = prediction."""
         conf = self.confusion.double()
         tp = conf.diag()
         union = conf.sum(0) + conf.sum(1) - tp
         iou = torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
-        seen = ~torch.isnan(iou)
+        seen = ~torch.isnan(iou) if self.average == "present" else conf.sum(1) > 0
         total = conf.sum()
         return {
             "miou": float(iou[seen].mean()) if bool(seen.any()) else float("nan"),
             "iou": iou.tolist(),
             "pixel_accuracy": float(tp.sum() / total) if total > 0 else float("nan"),
             "confusion": self.confusion.clone(),
+            "average": self.average,
         }
 
 

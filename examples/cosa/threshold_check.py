@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import train as T  # noqa: E402
 
-from wsss_blocks import GMMThresholdSearcher, MeanIoU, cam_to_cpl  # noqa: E402
+from wsss_blocks import GMMThresholdSearcher, cam_to_cpl  # noqa: E402
 
 FIXED_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> dict:
         for i in range(0, n, bs):
             x = images[i : min(i + bs, n)].float() / 255
             with T.autocast(cfg["train"]["bf16"]):
-                cam_raw = net(x).cam
-            cams.append(T.cpl_cam(net, x, cam_raw, labels[i : i + len(x)], cfg))
+                out = net(x)
+            cams.append(T.cpl_cams(net, x, out, labels[i : i + len(x)], cfg)[0])
     cam = torch.cat(cams)
     nu = cam.amax(1)
     print(
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["policies"][policy] = {"xi": xi, "bounds": (low, high)}
         print(f"policy {policy}: xi {xi:.3f}, bounds ({low:.3f}, {high:.3f})")
     for th in FIXED_THRESHOLDS:
-        miou = MeanIoU(train_set.num_classes + 1)
+        miou = T.miou_meter(train_set.num_classes + 1, cfg)
         miou.update(cam_to_cpl(cam, labels[:n], th), masks[:n].long())
         result["fixed"][th] = miou.compute()["miou"]
         print(f"fixed threshold {th:.1f}: CPL mIoU {100 * result['fixed'][th]:.1f}%")

@@ -33,6 +33,8 @@ from wsss_blocks import (
     cam_to_cpl_dual,
     classification_loss,
     contrastive_separation_loss,
+    dense_energy_loss,
+    energy_gate,
     mask_absent_classes,
     multiscale_cam,
     multiscale_seg,
@@ -162,36 +164,66 @@ class Thresholds:
 
 
 def an_cam(cam_raw: torch.Tensor, labels: torch.Tensor, size) -> torch.Tensor:
-    """AN's raw CAM → normalised CAM at ``size``, absent classes zeroed (method.md)."""
-    return normalize_cam(upsample(F.relu(cam_raw.float()), size), labels)
+    """A raw CAM → normalised CAM at ``size``, absent classes zeroed: the raw map is
+    resized before the ReLU, in the official release's order (method.md)."""
+    return normalize_cam(upsample(cam_raw.float(), size), labels)
 
 
-def cpl_cam(net, images, single_scale_cam, labels, cfg) -> torch.Tensor:
-    """The normalised CAM that CPLs are cut from: the single-scale M' already computed,
-    or, with ``cam_scales``/``cam_flip`` set, a multi-scale + flip CAM (official release)."""
+def cpl_cams(net, images, out, labels, cfg, early: bool = False):
+    """The normalised CAMs CPLs are cut from, at the images' size: M' and, with
+    ``early``, M†' (else None). ``out`` is ``net``'s single-scale output on ``images``;
+    with ``model.cam_scales``/``cam_flip`` set, both come from one multi-scale + flip pass
+    (official release; M† there keeps only its last scale, a bug we do not copy)."""
+    size = images.shape[-2:]
     scales = tuple(cfg["model"].get("cam_scales", [1.0]))  # configs saved before these
     flip = cfg["model"].get("cam_flip", False)  # keys existed are single-scale
     if scales == (1.0,) and not flip:
-        return an_cam(single_scale_cam, labels, images.shape[-2:])
+        return an_cam(out.cam, labels, size), an_cam(out.early_cam, labels, size) if early else None
+
+    def cams(x):  # M and M† side by side (M† brought to M's grid: equal grids here)
+        o = net(x)
+        return torch.cat([o.cam, upsample(o.early_cam, o.cam.shape[-2:])], 1) if early else o.cam
+
     with torch.no_grad(), autocast(cfg["train"]["bf16"]):
-        cam = multiscale_cam(lambda x: net(x).cam, images, scales, flip, images.shape[-2:])
-    return normalize_cam(cam, labels)
+        cam = multiscale_cam(cams, images, scales, flip, size)
+    c = labels.shape[1]
+    return normalize_cam(cam[:, :c], labels), normalize_cam(cam[:, c:], labels) if early else None
 
 
-def pseudo_labels(cam, labels, xi, cfg, dual_bounds=None):
-    """Normalised CAM → (CPL, perplexity P, confidence ν) (CoSA Eqs. 3-4)."""
+def dual_bounds(name: str, thresholds: Thresholds, cfg: dict):
+    """(low, high) for a CPL with an ignore band, or None for one threshold ξ: the fixed
+    ``threshold.dual`` (the release's 0.25 / 0.7), or the cosa-code search's bounds."""
+    t = cfg["threshold"]
+    if t["dynamic"]:
+        return thresholds.bounds(name) if t["policy"] == "cosa-code" else None
+    return tuple(t["dual"]) if t.get("dual") else None
+
+
+def pseudo_labels(cam, labels, xi, cfg, dual_bounds=None, valid=None):
+    """Normalised CAM → (CPL, perplexity P, confidence ν) (CoSA Eqs. 3-4); pixels outside
+    ``valid`` (crop padding) get CPL 255, as in the release."""
     nu, _ = cam_confidence(cam, labels)
     if dual_bounds is not None:
         cpl = cam_to_cpl_dual(cam, labels, *dual_bounds)
     else:
         cpl = cam_to_cpl(cam, labels, xi)
+    if valid is not None:
+        cpl = cpl.masked_fill(~valid, IGNORE_INDEX)
     l = cfg["loss"]
     return cpl, perplexity(nu, xi, l["perplexity_alpha"], l["perplexity_beta"]), nu
 
 
+def grid_valid(valid: torch.Tensor, size) -> torch.Tensor:
+    """Crop validity (B, H, W) → (B, h, w) on a coarser grid: a cell counts as image
+    where at least half of its pixels do."""
+    return F.interpolate(valid[:, None].float(), size=size, mode="area")[:, 0] >= 0.5
+
+
 def cosa_losses(model, teacher, views, labels, step, thresholds, cfg) -> dict:
-    """All terms of Eq. 11 for one batch; returns name → 0-d loss (weighted later)."""
-    x_weak, x_strong = views
+    """All terms of Eq. 11 (and the optional energy term) for one batch; ``views`` are
+    (weak, strong, valid) with valid (B, H, W) False on crop padding. Returns name →
+    0-d loss (weighted later)."""
+    x_weak, x_strong, valid = views
     w = cfg["loss"]
     size = x_strong.shape[-2:]
     bf16 = cfg["train"]["bf16"]
@@ -207,44 +239,77 @@ def cosa_losses(model, teacher, views, labels, step, thresholds, cfg) -> dict:
     an_net = teacher if teacher is not None else model
     with torch.no_grad(), autocast(bf16):
         an = an_net(x_weak)
-    dual = cfg["threshold"]["dynamic"] and cfg["threshold"]["policy"] == "cosa-code"
+    early = an.early_cam is not None and (w["c2s_early"] or w["csc"])
+    cam, cam_d = cpl_cams(an_net, x_weak, an, labels, cfg, early)
+    seg = upsample(out.seg.float(), size)
+    grid = out.cam.shape[-2:]
 
     # L_c2s with RAW (Eqs. 3-6): CPL from M' with the searched ξ, weights from P.
-    seg = upsample(out.seg.float(), size)
-    if w["c2s"]:
-        cam = cpl_cam(an_net, x_weak, an.cam, labels, cfg)
+    cpl = None
+    if w["c2s"] or w.get("energy", 0):
         xi = thresholds.update("xi", cam.amax(1), step)
-        bounds = thresholds.bounds("xi") if dual else None
-        cpl, ppl, _ = pseudo_labels(cam, labels, xi, cfg, bounds)
-        weights = raw_weights(ppl, cpl != IGNORE_INDEX) if w["raw"] else None
-        losses["c2s"] = raw_cam2seg_loss(seg, cpl, weights)
+        cpl, ppl, _ = pseudo_labels(cam, labels, xi, cfg, dual_bounds("xi", thresholds, cfg), valid)
+        if w["c2s"]:
+            weights = raw_weights(ppl, cpl != IGNORE_INDEX) if w["raw"] else None
+            losses["c2s"] = raw_cam2seg_loss(seg, cpl, weights, w.get("c2s_balanced", False))
 
     # M†' gives L_c2s† and the CSC anchors, with its own threshold ξ†.
-    if an.early_cam is not None and (w["c2s_early"] or w["csc"]):
-        cam_d = an_cam(an.early_cam, labels, size)
+    if early:
         xi_d = thresholds.update("xi_dagger", cam_d.amax(1), step)
         if w["c2s_early"]:
-            bounds_d = thresholds.bounds("xi_dagger") if dual else None
-            cpl_d, ppl_d, _ = pseudo_labels(cam_d, labels, xi_d, cfg, bounds_d)
+            bounds_d = dual_bounds("xi_dagger", thresholds, cfg)
+            cpl_d, ppl_d, _ = pseudo_labels(cam_d, labels, xi_d, cfg, bounds_d, valid)
             weights_d = raw_weights(ppl_d, cpl_d != IGNORE_INDEX) if w["raw"] else None
-            losses["c2s_early"] = raw_cam2seg_loss(seg, cpl_d, weights_d)
+            balanced = w.get("c2s_balanced", False)
+            losses["c2s_early"] = raw_cam2seg_loss(seg, cpl_d, weights_d, balanced)
         if w["csc"]:
-            losses["csc"] = csc_term(out.cam.float(), an.early_cam, labels, xi_d, cfg)
+            cam_d_grid = F.interpolate(cam_d, size=grid, mode="area")
+            anchors_valid = grid_valid(valid, grid)
+            losses["csc"] = csc_term(out.cam.float(), cam_d_grid, labels, xi_d, anchors_valid, cfg)
 
-    # L_s2c (Eqs. 7-8): SPL from S' supervises the ON's raw CAM M.
+    # L_s2c (Eqs. 7-8): SPL from S' supervises the ON's raw CAM M, off the crop padding.
     if w["s2c"]:
-        spl = seg_to_spl(an.seg.float(), labels, w["seg_tau"], size=out.cam.shape[-2:])
-        losses["s2c"] = seg2cam_loss(out.cam.float(), spl)
+        scales, flip = tuple(w.get("spl_scales", [1.0])), w.get("spl_flip", False)
+        seg_an = an.seg
+        if scales != (1.0,) or flip:  # the release sums the logits of 3 scales x 2 flips
+            with torch.no_grad(), autocast(bf16):
+                seg_an = multiscale_seg(lambda x: an_net(x).seg, x_weak, scales, flip, grid)
+        spl = seg_to_spl(seg_an.float(), labels, w["seg_tau"], size=grid)
+        losses["s2c"] = seg2cam_loss(out.cam.float(), spl, grid_valid(valid, grid))
+
+    # Dense energy (the release's CRF-style regulariser) on the strong view, gated by the CPL.
+    if w.get("energy", 0):
+        losses["energy"] = energy_term(seg, x_strong, cpl, valid, cfg)
     return losses
 
 
-def csc_term(cam_on, early_cam_an, labels, xi_dagger, cfg) -> torch.Tensor:
-    """L_csc (Eqs. 9-10) on the CAM grid: anchors where M†' is confident (P† ≤ ε),
-    labelled by the CPL of M†'; features are the ON's raw CAM vectors M_{x,y}."""
+def energy_term(seg, x_strong, cpl, valid, cfg) -> torch.Tensor:
+    """The release's dense-energy regulariser: the ON's softmax on the strong view at
+    ``energy_scale`` of the crop, gated by 1 − max prob where the CPL labels a pixel and
+    1 where it is 255; padding left out."""
     w = cfg["loss"]
-    cam_d = an_cam(early_cam_an, labels, cam_on.shape[-2:])
+    size = [round(v * w["energy_scale"]) for v in x_strong.shape[-2:]]
+    probs = F.interpolate(torch.softmax(seg, 1), size=size, mode="bilinear", align_corners=False)
+    near = lambda t: F.interpolate(t[:, None].float(), size=size, mode="nearest")[:, 0]  # noqa: E731
+    image = F.interpolate(x_strong.float(), size=size, mode="nearest")
+    return dense_energy_loss(
+        probs,
+        image,
+        valid=near(valid).bool(),
+        gate=energy_gate(probs, near(cpl).long()),
+        sigma_rgb=w["energy_sigma_rgb"],
+        sigma_xy=w["energy_sigma_xy"] * w["energy_scale"],
+        radius=w["energy_radius"],
+    )
+
+
+def csc_term(cam_on, cam_d, labels, xi_dagger, valid, cfg) -> torch.Tensor:
+    """L_csc (Eqs. 9-10) on the CAM grid: anchors where M†' is confident (P† ≤ ε) and the
+    crop shows image, labelled by the CPL of M†'; features are the ON's raw CAM vectors
+    M_{x,y}. ``cam_d`` is the normalised M†' on the grid, ``valid`` (B, h, w)."""
+    w = cfg["loss"]
     cpl_d, ppl_d, _ = pseudo_labels(cam_d, labels, xi_dagger, cfg)
-    anchors = ppl_d <= w["csc_epsilon"]
+    anchors = (ppl_d <= w["csc_epsilon"]) & valid
     feats = cam_on.permute(0, 2, 3, 1)[anchors]  # (N, C)
     anchor_labels = cpl_d[anchors]
     if feats.shape[0] > w["csc_max_anchors"]:
@@ -265,6 +330,15 @@ def supervised_losses(model, views, masks, cfg) -> dict:
 # ------------------------------------------------------------------------ evaluation
 
 
+MIOU_RULES = {"present": "classes in GT or prediction", "gt": "classes in GT (as the release)"}
+
+
+def miou_meter(num_classes: int, cfg: dict) -> MeanIoU:
+    """A MeanIoU averaging as ``eval.miou_average`` says (present: GT ∪ prediction, ours;
+    gt: GT classes only, the official release's rule)."""
+    return MeanIoU(num_classes, average=cfg["eval"].get("miou_average", "present"))
+
+
 @torch.no_grad()
 def segmentation_miou(net, data, cfg, scales=(1.0,), flip=False, batch_size=None, tag_masked=False):
     """MeanIoU results of ``net``'s segmentation on ``data``: the honest one, and the
@@ -274,8 +348,8 @@ def segmentation_miou(net, data, cfg, scales=(1.0,), flip=False, batch_size=None
     with ``scales``/``flip``."""
     num_classes = data.num_classes + 1
     bs = batch_size or cfg["eval"]["batch_size"]
-    honest = MeanIoU(num_classes)
-    masked = MeanIoU(num_classes) if tag_masked else None
+    honest = miou_meter(num_classes, cfg)
+    masked = miou_meter(num_classes, cfg) if tag_masked else None
     images, masks, labels = data.tensors()
     for i in range(0, len(data), bs):
         x = images[i : i + bs].float() / 255
@@ -295,7 +369,7 @@ def evaluate(net, train_set, val_set, thresholds, cfg, step, out_dir) -> dict:
     num_classes = val_set.num_classes + 1
     bs = cfg["eval"]["batch_size"]
     bf16 = cfg["train"]["bf16"]
-    result = {"step": step}
+    result = {"step": step, "miou_average": cfg["eval"].get("miou_average", "present")}
 
     r, r_masked = segmentation_miou(net, val_set, cfg, tag_masked=cfg["eval"]["tag_masked"])
     result["val_seg_miou"] = r["miou"]
@@ -308,7 +382,7 @@ def evaluate(net, train_set, val_set, thresholds, cfg, step, out_dir) -> dict:
     if cfg["method"] == "cosa":
         # CPL of M' with ξ; and, where M† is trained, the CPL of M†' with ξ† (a diagnostic:
         # how good are the pseudo-labels of L_c2s† and the CSC anchors?).
-        cpl_miou, early_miou = MeanIoU(num_classes), MeanIoU(num_classes)
+        cpl_miou, early_miou = miou_meter(num_classes, cfg), miou_meter(num_classes, cfg)
         xi_d = thresholds.current("xi_dagger")
         early = cfg["model"]["early_index"] is not None and cfg["loss"]["cls_early"] > 0
         images, masks, labels = train_set.tensors()
@@ -318,10 +392,9 @@ def evaluate(net, train_set, val_set, thresholds, cfg, step, out_dir) -> dict:
             lab, gt = labels[i : i + len(x)], masks[i : i + len(x)].long()
             with autocast(bf16):
                 out = net(x)
-            cpl, _, _ = pseudo_labels(cpl_cam(net, x, out.cam, lab, cfg), lab, xi, cfg)
-            cpl_miou.update(cpl, gt)
+            cam, cam_d = cpl_cams(net, x, out, lab, cfg, early)
+            cpl_miou.update(pseudo_labels(cam, lab, xi, cfg)[0], gt)
             if early:
-                cam_d = an_cam(out.early_cam, lab, x.shape[-2:])
                 early_miou.update(pseudo_labels(cam_d, lab, xi_d, cfg)[0], gt)
         result["train_cpl_miou"] = cpl_miou.compute()["miou"]
         if early:
@@ -335,7 +408,7 @@ def evaluate(net, train_set, val_set, thresholds, cfg, step, out_dir) -> dict:
         lab, gt = val_set.tensors()[2][:k], val_set.tensors()[1][:k].long()
         with autocast(bf16):
             out = net(x)
-        cpl, _, nu = pseudo_labels(cpl_cam(net, x, out.cam, lab, cfg), lab, xi, cfg)
+        cpl, _, nu = pseudo_labels(cpl_cams(net, x, out, lab, cfg)[0], lab, xi, cfg)
         pred = upsample(out.seg.float(), x.shape[-2:]).argmax(1)
         save_overlay_grid(
             out_dir / "overlays" / f"step_{step:06d}.png",
@@ -368,6 +441,8 @@ def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
     """Train as ``cfg`` says; ``resume`` continues from ``output_dir/checkpoint.pt``;
     ``stop_at`` ends this invocation after that step (with a checkpoint), for
     interrupted runs. Returns the final evaluation (and ``minutes``)."""
+    if cfg["threshold"]["dynamic"] and cfg["threshold"].get("dual"):
+        raise ValueError("threshold.dual sets fixed bounds; it cannot be used with dynamic: true")
     out_dir = start_run(cfg)
 
     t0 = time.time()
@@ -420,7 +495,9 @@ def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
     for step in bar:
         model.train()
         idx = torch.randint(0, n, (bs,))
-        x_weak, x_strong, mask = views(images[idx].float() / 255, masks[idx].long())
+        x_weak, x_strong, mask, valid = views(
+            images[idx].float() / 255, masks[idx].long(), return_valid=True
+        )
         if t["channels_last"]:
             x_weak = x_weak.contiguous(memory_format=torch.channels_last)
             x_strong = x_strong.contiguous(memory_format=torch.channels_last)
@@ -428,7 +505,7 @@ def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
             terms = supervised_losses(model, (x_weak, x_strong), mask, cfg)
         else:
             terms = cosa_losses(
-                model, teacher, (x_weak, x_strong), labels[idx], step, thresholds, cfg
+                model, teacher, (x_weak, x_strong, valid), labels[idx], step, thresholds, cfg
             )
         loss = sum(weights[k] * v for k, v in terms.items())
         if not torch.isfinite(loss):
@@ -489,13 +566,14 @@ def format_metrics(r: dict, method: str) -> str:
     """One line of an evaluation result; the supervised bound has no CPL and no ξ."""
     if "val_seg_miou" not in r:
         return "not evaluated yet (stopped before the first evaluation)"
+    rule = f"  (mIoU over {MIOU_RULES[r.get('miou_average', 'present')]})"
     seg = f"segmentation mIoU (val) {100 * r['val_seg_miou']:.1f}%"
     if method != "cosa":
-        return seg
-    return f"CPL mIoU (train) {100 * r['train_cpl_miou']:.1f}%  {seg}  xi {r['xi']:.3f}"
+        return seg + rule
+    return f"CPL mIoU (train) {100 * r['train_cpl_miou']:.1f}%  {seg}  xi {r['xi']:.3f}{rule}"
 
 
-LOSS_WEIGHTS = ("cls", "cls_early", "c2s", "c2s_early", "s2c", "csc")
+LOSS_WEIGHTS = ("cls", "cls_early", "c2s", "c2s_early", "s2c", "csc", "energy")
 
 
 def main(argv: list[str] | None = None) -> dict:

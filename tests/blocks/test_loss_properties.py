@@ -60,19 +60,22 @@ def _seg_and_cpl(seed: int, c: int, scale: float, ignore_frac: float):
     return seg, cpl
 
 
-@given(seed=seeds, c=classes, scale=scales, ignore_frac=st.floats(0.0, 0.9), weighted=st.booleans())
-def test_raw_loss_finite_on_random_input(seed, c, scale, ignore_frac, weighted):
+@given(
+    seed=seeds, c=classes, scale=scales, ignore_frac=st.floats(0.0, 0.9),
+    weighted=st.booleans(), balanced=st.booleans(),
+)  # fmt: skip
+def test_raw_loss_finite_on_random_input(seed, c, scale, ignore_frac, weighted, balanced):
     seg, cpl = _seg_and_cpl(seed, c, scale, ignore_frac)
     w = torch.rand(2, 3, 4, generator=_gen(seed + 1)) * 4 if weighted else None
-    _assert_finite_loss_and_grad(raw_cam2seg_loss(seg, cpl, w), seg)
+    _assert_finite_loss_and_grad(raw_cam2seg_loss(seg, cpl, w, balanced=balanced), seg)
 
 
-@given(seed=seeds, c=classes, scale=scales, weighted=st.booleans())
-def test_raw_loss_all_ignore_is_zero_with_zero_grad(seed, c, scale, weighted):
+@given(seed=seeds, c=classes, scale=scales, weighted=st.booleans(), balanced=st.booleans())
+def test_raw_loss_all_ignore_is_zero_with_zero_grad(seed, c, scale, weighted, balanced):
     seg, _ = _seg_and_cpl(seed, c, scale, 0.0)
     cpl = torch.full((2, 3, 4), 255)
     w = torch.rand(2, 3, 4) if weighted else None
-    loss = raw_cam2seg_loss(seg, cpl, w)
+    loss = raw_cam2seg_loss(seg, cpl, w, balanced=balanced)
     assert float(loss.detach()) == 0.0
     loss.backward()
     assert torch.equal(seg.grad, torch.zeros_like(seg))

@@ -168,3 +168,31 @@ def test_mask_absent_classes_bad_input():
 def test_mask_absent_classes_rejects_integer_logits():
     with pytest.raises(ValueError, match="seg_logits"):
         mask_absent_classes(torch.zeros(1, 2, 1, 1, dtype=torch.long), torch.tensor([[0]]))
+
+
+def test_average_gt_drops_classes_only_predicted():
+    # The official CoSA release averages over the classes in the ground truth only.
+    target = torch.tensor([0, 0, 1, 1])
+    pred = torch.tensor([0, 2, 1, 1])  # class 2 never in the GT: a pure false positive
+    present, gt = MeanIoU(3), MeanIoU(3, average="gt")
+    present.update(pred, target)
+    gt.update(pred, target)
+    # IoU_0 = 1/2, IoU_1 = 1, IoU_2 = 0
+    assert math.isclose(present.compute()["miou"], (0.5 + 1.0 + 0.0) / 3)
+    assert math.isclose(gt.compute()["miou"], (0.5 + 1.0) / 2)
+    assert gt.compute()["average"] == "gt" and present.compute()["average"] == "present"
+
+
+def test_average_rules_agree_when_predictions_stay_in_gt_classes():
+    g = torch.Generator().manual_seed(1)
+    target = torch.randint(0, 4, (500,), generator=g)
+    pred = torch.randint(0, 4, (500,), generator=g)
+    a, b = MeanIoU(6), MeanIoU(6, average="gt")
+    a.update(pred, target)
+    b.update(pred, target)
+    assert math.isclose(a.compute()["miou"], b.compute()["miou"])
+
+
+def test_unknown_average_is_rejected():
+    with pytest.raises(ValueError, match="average"):
+        MeanIoU(3, average="union")

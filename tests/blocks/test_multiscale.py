@@ -18,7 +18,7 @@ def test_multiscale_cam_single_scale_is_relu_of_cam():
     conv, x = _conv(), torch.rand(2, 3, 8, 8)
     torch.testing.assert_close(multiscale_cam(conv, x), torch.relu(conv(x)))
     up = multiscale_cam(conv, x, size=(16, 16))
-    want = F.interpolate(torch.relu(conv(x)), size=(16, 16), mode="bilinear")
+    want = torch.relu(F.interpolate(conv(x), size=(16, 16), mode="bilinear"))  # resize, ReLU
     torch.testing.assert_close(up, want)
 
 
@@ -41,6 +41,50 @@ def test_multiscale_cam_sums_scales_at_the_first_scale_size():
     assert got.shape == (1, 2, 8, 8)
     torch.testing.assert_close(got, 3 * single)  # a flat image gives the same map at every scale
     assert multiscale_cam(conv, x, scales=(0.5, 1.0)).shape == (1, 2, 4, 4)
+
+
+def _release_loop(net, images, scales, size):
+    """The official release's multi-scale CAM, written out: per scale, resize the image to
+    (int(s·H), int(s·W)), run it with its mirror, upsample each raw CAM to ``size``, max
+    with the un-mirrored mirror CAM, ReLU; sum over scales."""
+    h, w = images.shape[-2:]
+    total = 0
+    for s in scales:
+        x = images
+        if s != 1:
+            size_s = (int(s * h), int(s * w))
+            x = F.interpolate(images, size_s, mode="bilinear", align_corners=False)
+        cam = net(torch.cat([x, x.flip(-1)]))
+        cam = F.interpolate(cam, size, mode="bilinear", align_corners=False)
+        b = len(images)
+        total = total + torch.relu(torch.maximum(cam[:b], cam[b:].flip(-1)))
+    return total
+
+
+@pytest.mark.parametrize("hw", [(13, 17), (8, 8), (21, 10)])
+def test_multiscale_cam_equals_the_release_loop(hw):
+    # A strided conv with signed output: resizing before or after the ReLU differs.
+    torch.manual_seed(1)
+    net = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1)
+    x = torch.rand(2, 3, *hw)
+    scales = (1.0, 0.5, 1.5, 0.75)
+    got = multiscale_cam(net, x, scales, flip=True, size=hw)
+    torch.testing.assert_close(got, _release_loop(net, x, scales, hw))
+    # and the former order (ReLU at the CAM's own size, then resize) is another map
+    relu_first = sum(
+        F.interpolate(
+            torch.relu(net(x if s == 1 else F.interpolate(x, scale_factor=s, mode="bilinear"))),
+            hw,
+            mode="bilinear",
+        )
+        for s in scales
+    )
+    assert not torch.allclose(got, relu_first, atol=1e-4)
+
+
+def test_multiscale_cam_rejects_a_scale_below_one_pixel():
+    with pytest.raises(ValueError, match="scales"):
+        multiscale_cam(_conv(), torch.rand(1, 3, 4, 4), scales=(1.0, 0.2))
 
 
 def test_multiscale_cam_keeps_gradients():

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from wsss_blocks import perplexity, raw_cam2seg_loss, raw_weights
 
@@ -129,3 +130,29 @@ def test_cpl_narrow_integer_dtypes(dtype):
         assert "cpl" in str(err)
         return
     torch.testing.assert_close(got, want)
+
+
+def test_balanced_hand_case():
+    # The official release's L_c2s: 0.5 * mean CE over bg pixels + 0.5 * mean over fg pixels.
+    logits = torch.tensor([[[[2.0, 0.0, 1.0, 3.0]], [[0.0, 1.0, 0.0, 0.0]]]])  # (1, 2, 1, 4)
+    cpl = torch.tensor([[[0, 0, 1, 255]]])
+    ce = F.cross_entropy(logits, torch.tensor([[[0, 0, 1, 0]]]), reduction="none")[0, 0]
+    want = 0.5 * (ce[0] + ce[1]) / 2 + 0.5 * ce[2]
+    torch.testing.assert_close(raw_cam2seg_loss(logits, cpl, balanced=True), want)
+    # with weights: each part is the mean of w * CE over its pixels
+    w = torch.tensor([[[2.0, 0.5, 3.0, 1.0]]])
+    want_w = 0.5 * (2.0 * ce[0] + 0.5 * ce[1]) / 2 + 0.5 * 3.0 * ce[2]
+    torch.testing.assert_close(raw_cam2seg_loss(logits, cpl, w, balanced=True), want_w)
+    # the plain form weighs the two bg pixels twice as much as the fg pixel
+    torch.testing.assert_close(raw_cam2seg_loss(logits, cpl), ce[:3].mean())
+
+
+def test_balanced_missing_part_is_zero_not_renormalised():
+    logits = torch.randn(1, 3, 2, 2, requires_grad=True)
+    bg_only = torch.zeros(1, 2, 2, dtype=torch.long)
+    loss = raw_cam2seg_loss(logits, bg_only, balanced=True)
+    torch.testing.assert_close(loss, 0.5 * raw_cam2seg_loss(logits, bg_only))
+    nothing = torch.full((1, 2, 2), 255)
+    empty = raw_cam2seg_loss(logits, nothing, balanced=True)
+    empty.backward()
+    assert float(empty.detach()) == 0.0 and torch.isfinite(logits.grad).all()

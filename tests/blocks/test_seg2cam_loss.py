@@ -84,3 +84,32 @@ def test_bad_input():
         seg2cam_loss(cam, torch.full_like(spl, float("nan")))
     with pytest.raises(ValueError, match="spl"):
         seg2cam_loss(cam, torch.zeros(2, 4, 4, 4, dtype=torch.long))
+
+
+def test_valid_mask_leaves_padding_out():
+    torch.manual_seed(3)
+    cam = torch.randn(2, 3, 4, 5, requires_grad=True)
+    spl = torch.softmax(torch.randn(2, 4, 4, 5), 1)
+    valid = torch.ones(2, 4, 5, dtype=torch.bool)
+    valid[:, :, 3:] = False  # two padded columns
+    loss = seg2cam_loss(cam, spl, valid)
+    # equals the unmasked loss on the image part alone
+    torch.testing.assert_close(loss, seg2cam_loss(cam[..., :3], spl[..., :3]))
+    loss.backward()
+    assert torch.all(cam.grad[..., 3:] == 0)
+    # what lies under the padding does not matter
+    spl2 = spl.clone()
+    spl2[..., 3:] = torch.softmax(torch.randn(2, 4, 4, 2), 1)
+    torch.testing.assert_close(seg2cam_loss(cam, spl2, valid), loss)
+
+
+def test_valid_mask_all_padding_is_zero_and_bad_mask_rejected():
+    cam = torch.randn(1, 2, 3, 3, requires_grad=True)
+    spl = torch.softmax(torch.randn(1, 3, 3, 3), 1)
+    loss = seg2cam_loss(cam, spl, torch.zeros(1, 3, 3, dtype=torch.bool))
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and torch.all(cam.grad == 0)
+    with pytest.raises(ValueError, match="valid"):
+        seg2cam_loss(cam, spl, torch.ones(1, 3, 3))  # float, not bool
+    with pytest.raises(ValueError, match="valid"):
+        seg2cam_loss(cam, spl, torch.ones(1, 3, 4, dtype=torch.bool))

@@ -136,9 +136,24 @@ def test_threshold_history_records_every_fifth_step_and_round_trips():
 def test_format_metrics_covers_every_method_and_a_run_stopped_before_evaluation():
     fmt = _trainer().format_metrics
     r = {"val_seg_miou": 0.357, "train_cpl_miou": 0.377, "xi": 0.5}
-    assert fmt(r, "cosa") == "CPL mIoU (train) 37.7%  segmentation mIoU (val) 35.7%  xi 0.500"
-    assert fmt(r, "supervised") == "segmentation mIoU (val) 35.7%"
+    rule = "  (mIoU over classes in GT or prediction)"  # the averaging rule is labelled
+    assert fmt(r, "cosa") == (
+        "CPL mIoU (train) 37.7%  segmentation mIoU (val) 35.7%  xi 0.500" + rule
+    )
+    assert fmt(r, "supervised") == "segmentation mIoU (val) 35.7%" + rule
+    assert fmt({**r, "miou_average": "gt"}, "supervised").endswith(
+        "(mIoU over classes in GT (as the release))"
+    )
     assert "not evaluated" in fmt({}, "cosa")
+
+
+@pytest.mark.parametrize("average", ["present", "gt"])
+def test_miou_average_rule_is_used_and_recorded(average, tiny):
+    sets = tiny([f"eval.miou_average={average}", "eval.num_overlays=0"])
+    final = _trainer().main(
+        ["--config", str(CONFIGS / "supervised.yaml"), *sum([["--set", s] for s in sets], [])]
+    )
+    assert final["miou_average"] == average
 
 
 @pytest.mark.parametrize("reset", [True, False])
@@ -150,3 +165,52 @@ def test_teacher_is_resynced_with_the_on_as_the_warm_up_ends(tiny, tmp_path, res
     model, teacher = state["model"], state["teacher"]
     same = all(torch.equal(v, teacher[f"module.{k}"]) for k, v in model.items())
     assert same == reset
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["model.pooling=gmp"],  # CoSA Eq. 1
+        ["model.pooling=cam-max"],
+        ["threshold.dual=[0.25,0.7]"],  # the release's training thresholds
+        ["loss.c2s_balanced=true", "loss.c2s_early=0.1"],
+        ["loss.energy=0.05"],
+        ["loss.spl_scales=[1.0,0.5,1.5]", "loss.spl_flip=true"],
+    ],
+    ids=lambda e: e[0].split("=")[0],
+)
+def test_fidelity_options_train(extra, tiny):
+    sets = tiny([*extra, "eval.num_overlays=0"])
+    trainer = _trainer()
+    final = trainer.main(
+        ["--config", str(CONFIGS / "default.yaml"), *sum([["--set", s] for s in sets], [])]
+    )
+    assert 0.0 <= final["val_seg_miou"] <= 1.0 and 0.0 <= final["train_cpl_miou"] <= 1.0
+    out = Path(tiny()[-1].split("=", 1)[1])
+    logged = json.loads((out / "metrics.json").read_text())["losses"]
+    assert all(math.isfinite(v) for _, terms in logged for v in terms.values())
+
+
+def test_release_thresholds_config_is_the_default_with_the_dual_band():
+    cfg = _trainer().load_config(CONFIGS / "release_thresholds.yaml")
+    default = _trainer().load_config(CONFIGS / "default.yaml")
+    assert cfg["threshold"]["dual"] == [0.25, 0.7]
+    cfg["threshold"]["dual"], cfg["output_dir"] = None, default["output_dir"]
+    assert cfg == default
+
+
+def test_energy_term_is_logged_after_the_warm_up(tiny):
+    trainer = _trainer()
+    cfg = trainer.load_config(CONFIGS / "default.yaml", tiny(["loss.energy=0.05"]))
+    cfg["train"]["warmup_iterations"] = 0
+    cfg["train"]["iterations"] = 1
+    trainer.train(cfg)
+    logged = json.loads((Path(cfg["output_dir"]) / "metrics.json").read_text())["losses"]
+    assert logged[0][1]["energy"] >= 0.0
+
+
+def test_dual_thresholds_with_the_search_are_rejected(tiny):
+    trainer = _trainer()
+    cfg = trainer.load_config(CONFIGS / "paper.yaml", tiny(["threshold.dual=[0.25,0.7]"]))
+    with pytest.raises(ValueError, match="threshold.dual"):
+        trainer.train(cfg)

@@ -9,7 +9,10 @@ from .._checks import IGNORE_INDEX, check_finite, check_float, check_label_map, 
 
 
 def raw_cam2seg_loss(
-    seg_logits: torch.Tensor, cpl: torch.Tensor, weights: torch.Tensor | None = None
+    seg_logits: torch.Tensor,
+    cpl: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    balanced: bool = False,
 ) -> torch.Tensor:
     """Reliability-weighted cross-entropy of segmentation logits against the CPL.
 
@@ -21,10 +24,17 @@ def raw_cam2seg_loss(
     the plain CAM2Seg cross-entropy. If no pixel is valid the loss is 0 (with a zero
     gradient), never NaN.
 
+    With ``balanced=True`` it is the official CoSA release's background/foreground
+    balanced form: ½·(mean over background pixels R_bg) + ½·(mean over foreground
+    pixels R_fg) of w·CE, counts pooled over the batch; a part with no pixel is 0 and
+    the other keeps its weight ½ (as the release: it is not renormalised).
+
     Args:
         seg_logits: S, (B, C+1, H, W) float logits from the ON, channel 0 background.
         cpl: (B, H, W) int64 labels in [0, C] or 255 (ignore).
         weights: optional (B, H, W) float weights ≥ 0, finite.
+        balanced: average background and foreground pixels separately, then halve
+            their sum (the release's ``seg_loss``); default the plain mean over R.
     Returns:
         0-d loss ≥ 0.
     Raises:
@@ -37,7 +47,8 @@ def raw_cam2seg_loss(
 
     Reference:
         Yang et al., CoSA, ECCV 2024, Eq. (5) (reliability read as 1/P, see
-        :func:`wsss_blocks.raw_weights`).
+        :func:`wsss_blocks.raw_weights`); ``balanced``: the official release's L_c2s
+        (pinned by a hand case in tests/blocks/test_raw_loss.py).
     """
     check_ndim("seg_logits", seg_logits, 4, "(B, C+1, H, W)")
     check_float("seg_logits", seg_logits)
@@ -60,4 +71,12 @@ def raw_cam2seg_loss(
         if weights.numel() and float(weights.detach().min()) < 0:
             raise ValueError("weights must be >= 0, got a negative value")
         ce = ce * weights.detach().to(ce.dtype)
-    return (ce * valid).sum() / valid.sum().clamp_min(1)
+    if not balanced:
+        return _masked_mean(ce, valid)
+    background = cpl == 0
+    return 0.5 * _masked_mean(ce, background) + 0.5 * _masked_mean(ce, valid & ~background)
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``mask``; 0 (with zero gradient) where nothing is."""
+    return (values * mask).sum() / mask.sum().clamp_min(1)

@@ -8,7 +8,9 @@ import torch.nn.functional as F
 from .._checks import check_finite, check_float, check_ndim, check_range
 
 
-def seg2cam_loss(cam_logits: torch.Tensor, spl: torch.Tensor) -> torch.Tensor:
+def seg2cam_loss(
+    cam_logits: torch.Tensor, spl: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """Binary cross-entropy between raw CAM logits and the SPL of each foreground class.
 
     .. math:: \\mathcal L_{s2c} = \\frac{1}{C\\,h\\,w}\\sum_{c=1}^{C}\\sum_{x,y}
@@ -22,11 +24,14 @@ def seg2cam_loss(cam_logits: torch.Tensor, spl: torch.Tensor) -> torch.Tensor:
         cam_logits: M, (B, C, h, w) float raw CAM of the ON, C foreground classes.
         spl: (B, C+1, h, w) float in [0, 1] from :func:`wsss_blocks.seg_to_spl`
             (channel 0 = background, not used here).
+        valid: optional (B, h, w) bool, False where the SPL has no image under it (the
+            padding of a crop, which plays the role of CPL's ignore 255); those pixels
+            are left out of the mean. If none is valid the loss is 0 with zero gradient.
     Returns:
-        0-d loss ≥ 0 (mean over batch, classes and pixels).
+        0-d loss ≥ 0 (mean over batch, classes and valid pixels).
     Raises:
-        ValueError: on wrong ranks, mismatched shapes, non-finite logits, or SPL values
-            outside [0, 1].
+        ValueError: on wrong ranks, mismatched shapes, non-finite logits, SPL values
+            outside [0, 1], or a ``valid`` that is not a (B, h, w) bool mask.
     Example:
         >>> cam = torch.zeros(1, 1, 1, 1)
         >>> spl = torch.tensor([[[[0.0]], [[1.0]]]])
@@ -46,4 +51,12 @@ def seg2cam_loss(cam_logits: torch.Tensor, spl: torch.Tensor) -> torch.Tensor:
     check_float("spl", spl)
     check_range("spl", spl, 0.0, 1.0)
     target = spl[:, 1:].detach().to(cam_logits.dtype)
-    return F.binary_cross_entropy_with_logits(cam_logits, target)
+    if valid is None:
+        return F.binary_cross_entropy_with_logits(cam_logits, target)
+    if tuple(valid.shape) != (b, h, w) or valid.dtype != torch.bool:
+        raise ValueError(
+            f"valid must be a bool mask of shape {(b, h, w)}, got {valid.dtype} "
+            f"{tuple(valid.shape)}"
+        )
+    bce = F.binary_cross_entropy_with_logits(cam_logits, target, reduction="none")
+    return (bce * valid[:, None]).sum() / (valid.sum() * c).clamp_min(1)
