@@ -46,6 +46,8 @@ def test_weak_strong_views(benchmark, batch):
 STEP_CASES = {
     "baseline": ("baseline.yaml", []),
     "cosa": ("default.yaml", []),
+    "cosa+energy": ("default.yaml", ["loss.energy=0.05"]),
+    "cosa+spl-3x2": ("default.yaml", ["loss.spl_scales=[1.0,0.5,1.5]", "loss.spl_flip=true"]),
     "cosa-single-scale": ("default.yaml", ["model.cam_scales=[1.0]", "model.cam_flip=false"]),
     "cosa-os16-b32": (
         "default.yaml",
@@ -73,10 +75,10 @@ def test_training_step(benchmark, batch, case):
     step = cfg["train"]["warmup_iterations"]  # the first step with every loss on
 
     def one_step():
-        xw, xs, _ = views(images, masks)
+        xw, xs, _, valid = views(images, masks, return_valid=True)
         xw = xw.contiguous(memory_format=torch.channels_last)
         xs = xs.contiguous(memory_format=torch.channels_last)
-        terms = trainer.cosa_losses(model, teacher, (xw, xs), labels, step, thresholds, cfg)
+        terms = trainer.cosa_losses(model, teacher, (xw, xs, valid), labels, step, thresholds, cfg)
         loss = sum(terms.values())
         opt.zero_grad()
         loss.backward()

@@ -157,3 +157,24 @@ def test_csc_anchors_come_from_the_an_early_cam(step):
     assert int(anchors.sum()) > 0 and not bool(anchors.all())  # the test discriminates
     torch.testing.assert_close(feats, on_out.cam.float().permute(0, 2, 3, 1)[anchors])
     assert torch.equal(anchor_labels, cam_to_cpl(cam_d, labels, xi)[anchors])
+
+
+def test_early_cam_cpls_use_every_scale(step):
+    """M†' for CPLs is multi-scale like M' (the release keeps only its last scale, a bug)."""
+    from wsss_blocks import multiscale_cam
+
+    T, cfg, teacher, labels = step["T"], step["cfg"], step["teacher"], step["labels"]
+    cfg = {**cfg, "model": {**cfg["model"], "cam_scales": [1.0, 0.5, 1.5], "cam_flip": True}}
+    x = step["x_weak"]
+    with torch.no_grad():
+        out = teacher(x)
+        cam, cam_d = T.cpl_cams(teacher, x, out, labels, cfg, early=True)
+        want_d = normalize_cam(multiscale_cam(lambda im: teacher(im).early_cam, x,
+                                              (1.0, 0.5, 1.5), True, (32, 32)), labels)  # fmt: skip
+        want = normalize_cam(multiscale_cam(lambda im: teacher(im).cam, x, (1.0, 0.5, 1.5), True,
+                                            (32, 32)), labels)  # fmt: skip
+        last_only = normalize_cam(multiscale_cam(lambda im: teacher(im).early_cam, x, (1.5,), True,
+                                                 (32, 32)), labels)  # fmt: skip
+    torch.testing.assert_close(cam_d, want_d)
+    torch.testing.assert_close(cam, want)
+    assert not torch.allclose(cam_d, last_only, atol=1e-3)

@@ -15,7 +15,8 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
               + (1 - y_c)\\log(1 - \\sigma(z_c)), \\text{ averaged over the batch}
 
     Args:
-        logits: (B, C) float image logits (e.g. GMP of the CAM), C foreground classes.
+        logits: (B, C) float image logits (e.g. CoSA Eq. 1's W_fc·GMP(F), from
+            :func:`wsss_blocks.pooled_logits`), C foreground classes.
         labels: (B, C) multi-hot image labels (0/1, any dtype).
     Returns:
         0-d loss, ≥ 0, in ``logits.dtype``.

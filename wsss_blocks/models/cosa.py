@@ -102,7 +102,8 @@ class CoSANet(CAMBackboneNet):
         backbone: timm model name (or model), see :class:`wsss_blocks.CAMExtractor`.
         last_index, early_index: feature indices of the last layer and of the early
             layer for M† (None: no M†).
-        pooling: ``"gmp"`` (CoSA) or ``"gap"``.
+        pooling: ``"gmp"`` (CoSA Eq. 1: the classifier on max-pooled features), ``"gap"``
+            or ``"cam-max"`` (see :func:`wsss_blocks.pooled_logits`).
         decoder_width: hidden width of the LargeFOV decoder (CoSA: 512).
         decoder_dilation: its dilation (CoSA: 5).
         **create_kwargs: ``extra_blocks`` (see :class:`wsss_blocks.TimmFeatures`), the rest
