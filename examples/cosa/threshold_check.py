@@ -41,9 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     with torch.no_grad():
         for i in range(0, n, bs):
             x = images[i : min(i + bs, n)].float() / 255
-            with T.autocast(cfg["train"]["bf16"]):
-                out = net(x)
-            cams.append(T.cpl_cams(net, x, out, labels[i : i + len(x)], cfg)[0])
+            cams.append(T.an_pass(net, x, labels[i : i + len(x)], cfg)[0])
     cam = torch.cat(cams)
     nu = cam.amax(1)
     print(

@@ -169,25 +169,39 @@ def an_cam(cam_raw: torch.Tensor, labels: torch.Tensor, size) -> torch.Tensor:
     return normalize_cam(upsample(cam_raw.float(), size), labels)
 
 
-def cpl_cams(net, images, out, labels, cfg, early: bool = False):
-    """The normalised CAMs CPLs are cut from, at the images' size: M' and, with
-    ``early``, M†' (else None). ``out`` is ``net``'s single-scale output on ``images``;
-    with ``model.cam_scales``/``cam_flip`` set, both come from one multi-scale + flip pass
-    (official release; M† there keeps only its last scale, a bug we do not copy)."""
+def an_pass(net, images, labels, cfg, early: bool = False):
+    """The assignment network's pass over (weak-view) images, without gradient, in the
+    run's precision: the normalised M' and, with ``early``, M†' (else None) at the
+    images' size, which CPLs are cut from, and the raw segmentation logits S' at the
+    network's grid, which SPLs come from.
+
+    With ``model.cam_scales``/``cam_flip`` the CAMs come from one multi-scale + flip pass
+    (official release; M† there keeps only its last scale, a bug we do not copy) and S'
+    from that pass's unflipped images at scale 1.0, so no forward runs twice."""
     size = images.shape[-2:]
     scales = tuple(cfg["model"].get("cam_scales", [1.0]))  # configs saved before these
     flip = cfg["model"].get("cam_flip", False)  # keys existed are single-scale
-    if scales == (1.0,) and not flip:
-        return an_cam(out.cam, labels, size), an_cam(out.early_cam, labels, size) if early else None
-
-    def cams(x):  # M and M† side by side (M† brought to M's grid: equal grids here)
-        o = net(x)
-        return torch.cat([o.cam, upsample(o.early_cam, o.cam.shape[-2:])], 1) if early else o.cam
-
-    with torch.no_grad(), autocast(cfg["train"]["bf16"]):
-        cam = multiscale_cam(cams, images, scales, flip, size)
     c = labels.shape[1]
-    return normalize_cam(cam[:, :c], labels), normalize_cam(cam[:, c:], labels) if early else None
+    with torch.no_grad(), autocast(cfg["train"]["bf16"]):
+        if scales == (1.0,) and not flip:
+            out = net(images)
+            cam_d = an_cam(out.early_cam, labels, size) if early else None
+            return an_cam(out.cam, labels, size), cam_d, out.seg
+        seg = []
+
+        def cams(x):  # M and M† side by side (M† brought to M's grid: equal grids here)
+            o = net(x)
+            if x.shape[-2:] == size and not seg:
+                seg.append(o.seg[: len(images)])
+            if not early:
+                return o.cam
+            return torch.cat([o.cam, upsample(o.early_cam, o.cam.shape[-2:])], 1)
+
+        cam = multiscale_cam(cams, images, scales, flip, size)
+        if not seg:  # no scale 1.0 among cam_scales
+            seg.append(net(images).seg)
+    cam_d = normalize_cam(cam[:, c:], labels) if early else None
+    return normalize_cam(cam[:, :c], labels), cam_d, seg[0]
 
 
 def dual_bounds(name: str, thresholds: Thresholds, cfg: dict):
@@ -237,10 +251,9 @@ def cosa_losses(model, teacher, views, labels, step, thresholds, cfg) -> dict:
 
     # Assignment network: the EMA teacher on the weak view, or the ON itself (detached).
     an_net = teacher if teacher is not None else model
-    with torch.no_grad(), autocast(bf16):
-        an = an_net(x_weak)
-    early = an.early_cam is not None and (w["c2s_early"] or w["csc"])
-    cam, cam_d = cpl_cams(an_net, x_weak, an, labels, cfg, early)
+    has_early = model.cam_extractor.early_classifier is not None
+    early = has_early and bool(w["c2s_early"] or w["csc"])
+    cam, cam_d, seg_an = an_pass(an_net, x_weak, labels, cfg, early)
     seg = upsample(out.seg.float(), size)
     grid = out.cam.shape[-2:]
 
@@ -270,7 +283,6 @@ def cosa_losses(model, teacher, views, labels, step, thresholds, cfg) -> dict:
     # L_s2c (Eqs. 7-8): SPL from S' supervises the ON's raw CAM M, off the crop padding.
     if w["s2c"]:
         scales, flip = tuple(w.get("spl_scales", [1.0])), w.get("spl_flip", False)
-        seg_an = an.seg
         if scales != (1.0,) or flip:  # the release sums the logits of 3 scales x 2 flips
             with torch.no_grad(), autocast(bf16):
                 seg_an = multiscale_seg(lambda x: an_net(x).seg, x_weak, scales, flip, grid)
@@ -368,7 +380,6 @@ def evaluate(net, train_set, val_set, thresholds, cfg, step, out_dir) -> dict:
     net.eval()
     num_classes = val_set.num_classes + 1
     bs = cfg["eval"]["batch_size"]
-    bf16 = cfg["train"]["bf16"]
     result = {"step": step, "miou_average": cfg["eval"].get("miou_average", "present")}
 
     r, r_masked = segmentation_miou(net, val_set, cfg, tag_masked=cfg["eval"]["tag_masked"])
@@ -390,9 +401,7 @@ def evaluate(net, train_set, val_set, thresholds, cfg, step, out_dir) -> dict:
         for i in range(0, n, bs):
             x = images[i : min(i + bs, n)].float() / 255
             lab, gt = labels[i : i + len(x)], masks[i : i + len(x)].long()
-            with autocast(bf16):
-                out = net(x)
-            cam, cam_d = cpl_cams(net, x, out, lab, cfg, early)
+            cam, cam_d, _ = an_pass(net, x, lab, cfg, early)
             cpl_miou.update(pseudo_labels(cam, lab, xi, cfg)[0], gt)
             if early:
                 early_miou.update(pseudo_labels(cam_d, lab, xi_d, cfg)[0], gt)
@@ -406,10 +415,9 @@ def evaluate(net, train_set, val_set, thresholds, cfg, step, out_dir) -> dict:
     if k:
         x = val_set.tensors()[0][:k].float() / 255
         lab, gt = val_set.tensors()[2][:k], val_set.tensors()[1][:k].long()
-        with autocast(bf16):
-            out = net(x)
-        cpl, _, nu = pseudo_labels(cpl_cams(net, x, out, lab, cfg)[0], lab, xi, cfg)
-        pred = upsample(out.seg.float(), x.shape[-2:]).argmax(1)
+        cam, _, seg = an_pass(net, x, lab, cfg)
+        cpl, _, nu = pseudo_labels(cam, lab, xi, cfg)
+        pred = upsample(seg.float(), x.shape[-2:]).argmax(1)
         save_overlay_grid(
             out_dir / "overlays" / f"step_{step:06d}.png",
             x,

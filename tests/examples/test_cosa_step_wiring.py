@@ -167,8 +167,7 @@ def test_early_cam_cpls_use_every_scale(step):
     cfg = {**cfg, "model": {**cfg["model"], "cam_scales": [1.0, 0.5, 1.5], "cam_flip": True}}
     x = step["x_weak"]
     with torch.no_grad():
-        out = teacher(x)
-        cam, cam_d = T.cpl_cams(teacher, x, out, labels, cfg, early=True)
+        cam, cam_d, seg = T.an_pass(teacher, x, labels, cfg, early=True)
         want_d = normalize_cam(multiscale_cam(lambda im: teacher(im).early_cam, x,
                                               (1.0, 0.5, 1.5), True, (32, 32)), labels)  # fmt: skip
         want = normalize_cam(multiscale_cam(lambda im: teacher(im).cam, x, (1.0, 0.5, 1.5), True,
@@ -177,4 +176,5 @@ def test_early_cam_cpls_use_every_scale(step):
                                                  (32, 32)), labels)  # fmt: skip
     torch.testing.assert_close(cam_d, want_d)
     torch.testing.assert_close(cam, want)
+    torch.testing.assert_close(seg, teacher(x).seg)  # S' from the same pass, unflipped 1.0
     assert not torch.allclose(cam_d, last_only, atol=1e-3)
