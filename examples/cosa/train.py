@@ -469,7 +469,11 @@ def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: poly_lr(s, cfg))
     thresholds = Thresholds(cfg)
-    views = WeakStrongViews(cfg["data"]["crop_size"], scale=tuple(cfg["data"]["view_scale"]))
+    views = WeakStrongViews(
+        cfg["data"]["crop_size"],
+        scale=tuple(cfg["data"]["view_scale"]),
+        magnitude_map=cfg["data"].get("randaug_magnitudes", "torchvision"),
+    )
     weights = {k: float(v) for k, v in cfg["loss"].items() if k in LOSS_WEIGHTS}
     weights["seg"] = 1.0
 

@@ -252,3 +252,50 @@ def test_batched_randaug_matches_per_image_ops():
         randaug_batch(x, ops, mags * 0, signs)
     with pytest.raises(ValueError, match="ops"):
         randaug_batch(x, ["rotate"] * n, mags, signs)
+
+
+def test_release_magnitude_map_hand_cases():
+    # The official CoSA release (dataloaders/randaug.py): enhance factor 1.8 m / 10 + 0.1,
+    # solarize threshold min(int(256 m / 10), 255) on 0..255, posterize 4 - int(4 m / 10) bits.
+    x = torch.full((3, 2, 2), 0.5)
+    got = apply_randaug_op(x, "brightness", 5, sign=-1.0, magnitude_map="cosa-release")
+    torch.testing.assert_close(got, x * (0.18 * 5 + 0.1))  # factor 1.0: unchanged, any sign
+    got = apply_randaug_op(x, "brightness", 9, magnitude_map="cosa-release")
+    torch.testing.assert_close(got, (x * 1.72).clamp(0, 1))
+    v = torch.tensor([[[24.0, 25.0], [229.0, 230.0]]]).expand(3, 2, 2) / 255
+    sol = apply_randaug_op(v, "solarize", 1, magnitude_map="cosa-release")  # threshold 25
+    torch.testing.assert_close(sol[0], torch.tensor([[24.0, 230.0], [26.0, 25.0]]) / 255)
+    sol9 = apply_randaug_op(v, "solarize", 9, magnitude_map="cosa-release")  # threshold 230
+    torch.testing.assert_close(sol9[0], torch.tensor([[24.0, 25.0], [229.0, 25.0]]) / 255)
+    levels = {m: apply_randaug_op(torch.rand(3, 8, 8, generator=_gen(m)), "posterize", m,
+                                  magnitude_map="cosa-release").mul(255).round().unique().numel()
+              for m in (1, 5, 9)}  # fmt: skip
+    assert levels[1] <= 16 and levels[5] <= 4 and levels[9] <= 2  # 4, 2 and 1 bits
+
+
+def test_batched_randaug_matches_per_image_ops_with_the_release_map():
+    from wsss_blocks.data import randaug_batch
+
+    n = 2 * len(RANDAUG_OPS)
+    x = torch.rand(n, 3, 10, 12, generator=_gen())
+    ops = [RANDAUG_OPS[i % len(RANDAUG_OPS)] for i in range(n)]
+    mags = torch.randint(1, 10, (n,), generator=_gen(1))
+    signs = torch.where(torch.rand(n, generator=_gen(2)) < 0.5, -1.0, 1.0)
+    y = randaug_batch(x, ops, mags, signs, magnitude_map="cosa-release")
+    for i in range(n):
+        ref = apply_randaug_op(x[i], ops[i], int(mags[i]), float(signs[i]), "cosa-release")
+        assert torch.allclose(y[i], ref, atol=1e-6), ops[i]
+    with pytest.raises(ValueError, match="magnitude_map"):
+        randaug_batch(x, ops, mags, signs, magnitude_map="fixmatch")
+    with pytest.raises(ValueError, match="magnitude_map"):
+        WeakStrongViews(8, magnitude_map="fixmatch")
+
+
+def test_views_pass_the_magnitude_map_to_the_strong_view():
+    images, masks = _batch()
+    a = WeakStrongViews(16, generator=_gen(3), magnitude_map="cosa-release")
+    b = WeakStrongViews(16, generator=_gen(3))
+    xa, sa, _ = a(images, masks)
+    xb, sb, _ = b(images, masks)
+    assert torch.equal(xa, xb)  # the weak view and the geometry do not depend on it
+    assert not torch.equal(sa, sb)

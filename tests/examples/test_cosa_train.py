@@ -176,6 +176,7 @@ def test_teacher_is_resynced_with_the_on_as_the_warm_up_ends(tiny, tmp_path, res
         ["loss.c2s_balanced=true", "loss.c2s_early=0.1"],
         ["loss.energy=0.05"],
         ["loss.spl_scales=[1.0,0.5,1.5]", "loss.spl_flip=true"],
+        ["data.randaug_magnitudes=cosa-release"],
     ],
     ids=lambda e: e[0].split("=")[0],
 )

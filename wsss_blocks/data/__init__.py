@@ -17,6 +17,7 @@ from .mfseg import (
 )
 from .textures import TEXTURE_NAMES, load_texture
 from .views import (
+    MAGNITUDE_MAPS,
     RANDAUG_OPS,
     EvalView,
     WeakStrongViews,
@@ -40,6 +41,7 @@ __all__ = [
     "GENERATOR_VERSION",
     "MFSEG_LARGE",
     "PREFERRED_TEXTURE",
+    "MAGNITUDE_MAPS",
     "RANDAUG_OPS",
     "TEXTURE_NAMES",
     "VOC_CLASSES",

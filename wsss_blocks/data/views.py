@@ -35,6 +35,28 @@ RANDAUG_OPS: tuple[str, ...] = (
 )
 """The photometric RandAugment-style ops of the strong view (one is drawn per sample)."""
 
+MAGNITUDE_MAPS: tuple[str, ...] = ("torchvision", "cosa-release")
+"""How a magnitude m in [1, 9] sets an op's strength: torchvision's RandAugment ranges,
+or the official CoSA release's (its ``dataloaders/randaug.py``); see
+:func:`apply_randaug_op`."""
+
+
+def _check_magnitude_map(magnitude_map: str) -> None:
+    if magnitude_map not in MAGNITUDE_MAPS:
+        raise ValueError(f"magnitude_map must be one of {MAGNITUDE_MAPS}, got {magnitude_map!r}")
+
+
+def _release_strength(op: str, magnitude: torch.Tensor) -> torch.Tensor:
+    """The CoSA release's op strength for integer magnitudes m (float tensor): the
+    enhance factor 1.8·m/10 + 0.1, the solarize threshold min(⌊25.6·m⌋, 255)/255 on
+    [0, 1], or the posterize bits 4 − ⌊0.4·m⌋."""
+    m = magnitude.long()
+    if op == "solarize":
+        return torch.clamp(m * 256 // 10, max=255).float() / 255.0
+    if op == "posterize":
+        return (4 - m * 4 // 10).float()
+    return 1.8 * m.float() / 10.0 + 0.1
+
 
 def _to_float_images(images: torch.Tensor) -> torch.Tensor:
     check_ndim("images", images, 4, "(B, 3, H, W)")
@@ -63,23 +85,33 @@ def _check_masks(masks: torch.Tensor, images: torch.Tensor) -> None:
 
 
 def apply_randaug_op(
-    image: torch.Tensor, op: str, magnitude: int, sign: float = 1.0
+    image: torch.Tensor,
+    op: str,
+    magnitude: int,
+    sign: float = 1.0,
+    magnitude_map: str = "torchvision",
 ) -> torch.Tensor:
     """Apply one RandAugment-style photometric op to a single image.
 
-    Magnitude m in [1, 9] maps to a strength f = m / 10: solarize threshold 1 − f;
-    color / contrast / brightness / sharpness factor 1 + sign · 0.9 f; posterize to
-    8 − round(4 f) bits (as torchvision's RandAugment ranges).
+    ``magnitude_map="torchvision"``: m in [1, 9] maps to a strength f = m / 10: solarize
+    threshold 1 − f; color / contrast / brightness / sharpness factor 1 + sign · 0.9 f;
+    posterize to 8 − round(4 f) bits (torchvision's RandAugment ranges).
+    ``magnitude_map="cosa-release"``: the official CoSA release's mapping: enhance factor
+    0.18 m + 0.1 in [0.28, 1.72] whatever ``sign``; solarize threshold
+    min(⌊25.6 m⌋, 255) / 255 (pixels at or above it are inverted); posterize to
+    4 − ⌊0.4 m⌋ bits.
 
     Args:
         image: (3, H, W) or (B, 3, H, W) float in [0, 1].
         op: one of :data:`RANDAUG_OPS`.
         magnitude: integer in [1, 9].
-        sign: +1 or −1, the direction of the enhancement factors.
+        sign: +1 or −1, the direction of the enhancement factors (torchvision map).
+        magnitude_map: one of :data:`MAGNITUDE_MAPS`.
     Returns:
         The image, same shape, float in [0, 1].
     Raises:
-        ValueError: if ``op`` or ``magnitude`` is unknown / out of range.
+        ValueError: if ``op``, ``magnitude`` or ``magnitude_map`` is unknown / out of
+            range.
 
     Example:
         >>> x = torch.full((3, 4, 4), 0.8)
@@ -88,8 +120,16 @@ def apply_randaug_op(
     """
     if not (isinstance(magnitude, int) and 1 <= magnitude <= 9):
         raise ValueError(f"magnitude must be an integer in [1, 9], got {magnitude!r}")
+    _check_magnitude_map(magnitude_map)
     f = magnitude / 10.0
     factor = 1.0 + sign * 0.9 * f
+    if magnitude_map == "cosa-release" and op in ("solarize", "posterize", *_BLEND_OPS):
+        strength = float(_release_strength(op, torch.tensor(magnitude)))
+        if op == "solarize":
+            return TF.solarize(image, strength)
+        if op == "posterize":
+            return TF.posterize(image, int(strength))
+        return _BLEND_OPS[op](image, strength)
     if op == "identity":
         return image
     if op == "autocontrast":
@@ -164,7 +204,11 @@ _BLEND_OPS = {
 
 
 def randaug_batch(
-    images: torch.Tensor, ops: Sequence[str], magnitudes: torch.Tensor, signs: torch.Tensor
+    images: torch.Tensor,
+    ops: Sequence[str],
+    magnitudes: torch.Tensor,
+    signs: torch.Tensor,
+    magnitude_map: str = "torchvision",
 ) -> torch.Tensor:
     """Apply a different RandAugment-style op to each image of a batch.
 
@@ -177,10 +221,12 @@ def randaug_batch(
         ops: B names from :data:`RANDAUG_OPS`.
         magnitudes: (B,) integers in [1, 9].
         signs: (B,) ±1, the direction of the enhancement factors.
+        magnitude_map: one of :data:`MAGNITUDE_MAPS` (see :func:`apply_randaug_op`).
     Returns:
         (B, 3, H, W) float in [0, 1].
     Raises:
-        ValueError: on an unknown op, a magnitude outside [1, 9] or mismatched lengths.
+        ValueError: on an unknown op or magnitude map, a magnitude outside [1, 9] or
+            mismatched lengths.
 
     Example:
         >>> x = torch.rand(2, 3, 8, 8)
@@ -200,6 +246,8 @@ def randaug_batch(
     unknown = set(ops) - set(RANDAUG_OPS)
     if unknown:
         raise ValueError(f"ops must come from {RANDAUG_OPS}, got {sorted(unknown)}")
+    _check_magnitude_map(magnitude_map)
+    release = magnitude_map == "cosa-release"
     out = images.clone()
     f = (magnitudes.to(images.dtype) / 10.0).to(images.device)
     signs = signs.to(images.dtype).to(images.device)
@@ -209,14 +257,23 @@ def randaug_batch(
         if op in ("autocontrast", "equalize"):
             out[idx] = apply_randaug_op(sub, op, 1)
         elif op == "solarize":
-            out[idx] = torch.where(sub >= 1.0 - fi, 1.0 - sub, sub)  # TF.solarize, per image
+            th = 1.0 - fi
+            if release:
+                th = _release_strength(op, magnitudes[idx]).to(fi).view(-1, 1, 1, 1)
+            out[idx] = torch.where(sub >= th, 1.0 - sub, sub)  # TF.solarize, per image
         elif op == "posterize":
-            bits = 8 - torch.round(4 * f[idx]).long()
+            if release:
+                bits = _release_strength(op, magnitudes[idx]).long().to(images.device)
+            else:
+                bits = 8 - torch.round(4 * f[idx]).long()
             for nb in bits.unique().tolist():
                 sel = idx[bits == nb]
                 out[sel] = TF.posterize(images[sel], nb)
         else:
-            factor = 1.0 + signs[idx].view(-1, 1, 1, 1) * 0.9 * fi
+            if release:
+                factor = _release_strength(op, magnitudes[idx]).to(fi).view(-1, 1, 1, 1)
+            else:
+                factor = 1.0 + signs[idx].view(-1, 1, 1, 1) * 0.9 * fi
             degenerate = _BLEND_OPS[op](sub, 0.0)
             out[idx] = (factor * sub + (1.0 - factor) * degenerate).clamp_(0.0, 1.0)
     return out
@@ -239,6 +296,9 @@ class WeakStrongViews:
         blur_sigma: (low, high) range of the blur σ in pixels.
         ops: subset of :data:`RANDAUG_OPS` to draw from for the strong view.
         magnitude: (low, high) integer range in [1, 9] of the op magnitude.
+        magnitude_map: how a magnitude sets an op's strength, one of
+            :data:`MAGNITUDE_MAPS`: torchvision's RandAugment ranges (default) or the
+            official CoSA release's (see :func:`apply_randaug_op`).
         fill: image value in padded pixels, in [0, 1].
         generator: optional CPU ``torch.Generator`` for reproducible draws (the
             inputs may live on any device; the drawn geometry is moved there).
@@ -272,6 +332,7 @@ class WeakStrongViews:
         magnitude: tuple[int, int] = (1, 9),
         fill: float = 0.0,
         generator: torch.Generator | None = None,
+        magnitude_map: str = "torchvision",
     ) -> None:
         crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
         if len(crop) != 2 or not all(isinstance(c, int) and c >= 1 for c in crop):
@@ -298,6 +359,8 @@ class WeakStrongViews:
         self.blur_sigma = blur_sigma
         self.ops = ops
         self.magnitude = (int(magnitude[0]), int(magnitude[1]))
+        _check_magnitude_map(magnitude_map)
+        self.magnitude_map = magnitude_map
         self.generator = generator
 
     def _rand(self, *shape: int) -> torch.Tensor:
@@ -346,7 +409,8 @@ class WeakStrongViews:
             self.magnitude[0], self.magnitude[1] + 1, (b,), generator=self.generator
         )
         signs = torch.where(self._rand(b) < 0.5, -1.0, 1.0)
-        return randaug_batch(x, [self.ops[i] for i in op_idx.tolist()], mags, signs)
+        ops = [self.ops[i] for i in op_idx.tolist()]
+        return randaug_batch(x, ops, mags, signs, self.magnitude_map)
 
     def __call__(
         self,
