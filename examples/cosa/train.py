@@ -302,17 +302,21 @@ def energy_term(seg, x_strong, cpl, valid, cfg) -> torch.Tensor:
     w = cfg["loss"]
     size = [round(v * w["energy_scale"]) for v in x_strong.shape[-2:]]
     probs = F.interpolate(torch.softmax(seg, 1), size=size, mode="bilinear", align_corners=False)
-    near = lambda t: F.interpolate(t[:, None].float(), size=size, mode="nearest")[:, 0]  # noqa: E731
     image = F.interpolate(x_strong.float(), size=size, mode="nearest")
     return dense_energy_loss(
         probs,
         image,
-        valid=near(valid).bool(),
-        gate=energy_gate(probs, near(cpl).long()),
+        valid=_nearest(valid, size).bool(),
+        gate=energy_gate(probs, _nearest(cpl, size).long()),
         sigma_rgb=w["energy_sigma_rgb"],
         sigma_xy=w["energy_sigma_xy"] * w["energy_scale"],
         radius=w["energy_radius"],
     )
+
+
+def _nearest(label_map: torch.Tensor, size) -> torch.Tensor:
+    """(B, H, W) label or mask map → (B, h, w) by nearest neighbour, as float."""
+    return F.interpolate(label_map[:, None].float(), size=size, mode="nearest")[:, 0]
 
 
 def csc_term(cam_on, cam_d, labels, xi_dagger, valid, cfg) -> torch.Tensor:

@@ -427,7 +427,7 @@ class WeakStrongViews:
         # Border padding then an explicit fill keeps image and mask padding identical.
         xw = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         xw = torch.where(valid[:, None], xw, torch.full_like(xw, self.fill)).clamp_(0.0, 1.0)
-        xw = self._blur(xw)
+        xw = self._blur(xw).clamp_(0.0, 1.0)  # a blur of [0, 1] can round 1 ulp past it
         xs = self._photometric(xw)
         mask_out = None
         if masks is not None:
