@@ -39,6 +39,16 @@ def _check_mask(name: str, mask: torch.Tensor, shape: tuple[int, ...], device) -
 _EXP_CUTOFF = {torch.float32: 80.0, torch.float64: 700.0}
 
 
+def _check_probs(probs: torch.Tensor) -> tuple[int, int, int, int]:
+    """Raise unless ``probs`` is a (B, K ≥ 1, H, W) float tensor in [0, 1]; its shape."""
+    check_ndim("probs", probs, 4, "(B, K, H, W)")
+    check_float("probs", probs)
+    check_range("probs", probs, 0.0, 1.0)
+    if probs.shape[1] < 1:
+        raise ValueError(f"probs must have K >= 1 classes, got shape {tuple(probs.shape)}")
+    return tuple(probs.shape)
+
+
 def _offsets(radius: int) -> list[tuple[int, int]]:
     """One offset (dy, dx) of each ± pair of the window, the centre left out."""
     return [
@@ -212,12 +222,7 @@ def dense_energy_loss(
         al., ToCo, CVPR 2023 (the gate); Yang et al., CoSA, ECCV 2024, official release
         (this energy at weight 0.05 on the strong view, see :func:`energy_gate`).
     """
-    check_ndim("probs", probs, 4, "(B, K, H, W)")
-    check_float("probs", probs)
-    check_range("probs", probs, 0.0, 1.0)
-    b, k, h, w = probs.shape
-    if k < 1:
-        raise ValueError(f"probs must have K >= 1 classes, got shape {tuple(probs.shape)}")
+    b, k, h, w = _check_probs(probs)
     check_ndim("images", images, 4, "(B, D, H, W)")
     check_same_batch(("probs", "images"), probs, images)
     if tuple(images.shape[2:]) != (h, w):
@@ -289,12 +294,7 @@ def energy_gate(
     Reference:
         Ru et al., ToCo, CVPR 2023; Yang et al., CoSA, ECCV 2024, official release.
     """
-    check_ndim("probs", probs, 4, "(B, K, H, W)")
-    check_float("probs", probs)
-    check_range("probs", probs, 0.0, 1.0)
-    b, k, h, w = probs.shape
-    if k < 1:
-        raise ValueError(f"probs must have K >= 1 classes, got shape {tuple(probs.shape)}")
+    b, k, h, w = _check_probs(probs)
     check_ndim("cpl", cpl, 3, "(B, H, W)")
     if tuple(cpl.shape) != (b, h, w):
         raise ValueError(f"cpl must have shape {(b, h, w)}, got {tuple(cpl.shape)}")
