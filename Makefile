@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 FORCE_CUDA ?= $(if $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null),1,0)
 export FORCE_CUDA
 
-.PHONY: install cosa cosa-no-ema paper baseline supervised auxsegnet test bench lint
+.PHONY: install cosa cosa-no-ema paper baseline supervised auxsegnet test bench lint gpu-check
 
 install:
 	bash scripts/install.sh
@@ -38,3 +38,7 @@ bench: install
 
 lint: install
 	$(VENV)/bin/ruff check wsss_blocks examples tests benchmarks
+
+# On a machine with a CUDA GPU: the CUDA tests, a short CUDA + AMP run, the CSC benchmark.
+gpu-check:
+	bash scripts/gpu_check.sh

@@ -6,7 +6,6 @@ All cases run in one session on the same threads, so their ratios are comparable
 Nothing is asserted about time; compare the table.
 """
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -19,10 +18,9 @@ BATCH = 32  # the largest batch a case uses
 
 
 def _trainer():
-    spec = importlib.util.spec_from_file_location("cosa_train", ROOT / "examples/cosa/train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from examples.cosa import train
+
+    return train
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ Each block takes tensors and returns tensors; import only what you need::
     from wsss_blocks import CAMExtractor, EMATeacher, cam_to_cpl, raw_cam2seg_loss
 """
 
-from ._checks import IGNORE_INDEX
+from ._checks import IGNORE_INDEX, data_checks_enabled, set_data_checks
 from .affinity import (
     CrossTaskAffinityFusion,
     NonLocalAffinity,
@@ -52,6 +52,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "IGNORE_INDEX",
+    "data_checks_enabled",
+    "set_data_checks",
     "CAMExtractor",
     "CAMOutput",
     "TimmFeatures",

@@ -3,16 +3,52 @@
 Each helper raises :class:`ValueError` whose message names the argument and shows
 what was received, so a user sees at once which tensor is wrong and how.
 Nothing here clamps or repairs input.
+
+Checks of shape, rank and dtype are always on. Checks that read tensor values (finite,
+in range, label values) make the host wait for the device, so a CUDA training loop
+can switch them off with :func:`set_data_checks` (or ``WSSS_BLOCKS_DATA_CHECKS=0`` in
+the environment), in the manner of kornia's ``KORNIA_CHECKS``.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
 
 IGNORE_INDEX = 255
 """Label value that marks pixels excluded from losses and metrics."""
+
+_DATA_CHECKS = os.environ.get("WSSS_BLOCKS_DATA_CHECKS", "1") != "0"
+
+
+def set_data_checks(enabled: bool) -> bool:
+    """Switch the library's data-dependent input checks on or off, for every block.
+
+    With them off, blocks no longer verify that tensors are finite, lie in their range
+    or hold valid label values (each such check reads values, which makes the host wait
+    for a GPU); shape, rank and dtype are still checked. Bad values then give wrong
+    results instead of a ValueError: switch off only inputs you trust, e.g. in a tested
+    CUDA training loop. The default is on (``WSSS_BLOCKS_DATA_CHECKS=0`` starts off).
+
+    Args:
+        enabled: True to check values, False to skip those checks.
+    Returns:
+        The previous setting, so a caller can restore it.
+    Raises:
+        TypeError: if ``enabled`` is not a bool.
+    """
+    global _DATA_CHECKS
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
+    previous, _DATA_CHECKS = _DATA_CHECKS, enabled
+    return previous
+
+
+def data_checks_enabled() -> bool:
+    """Whether the data-dependent input checks are on (see :func:`set_data_checks`)."""
+    return _DATA_CHECKS
 
 
 def check_tensor(name: str, value: object) -> torch.Tensor:
@@ -36,13 +72,19 @@ def check_float(name: str, t: torch.Tensor) -> None:
 
 
 def check_finite(name: str, t: torch.Tensor) -> None:
-    """Raise if ``t`` holds NaN or ±inf (this synchronises with the device)."""
-    if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t.detach()).all()):
+    """Raise if ``t`` holds NaN or ±inf (this synchronises with the device); skipped
+    when data checks are off."""
+    if not (_DATA_CHECKS and t.is_floating_point() and t.numel()):
+        return
+    if not bool(torch.isfinite(t.detach()).all()):
         raise ValueError(f"{name} must be finite, but it contains NaN or inf")
 
 
 def check_range(name: str, t: torch.Tensor, low: float, high: float) -> None:
-    """Raise unless every value of ``t`` lies in ``[low, high]`` (and is finite)."""
+    """Raise unless every value of ``t`` lies in ``[low, high]`` (and is finite);
+    skipped when data checks are off."""
+    if not _DATA_CHECKS:
+        return
     check_finite(name, t)
     if t.numel():
         lo, hi = float(t.detach().min()), float(t.detach().max())
@@ -67,7 +109,7 @@ def check_labels(name: str, labels: torch.Tensor, num_classes: int) -> None:
         raise ValueError(
             f"{name} must have {num_classes} classes in dim 1, got shape {tuple(labels.shape)}"
         )
-    if labels.numel() and not bool(((labels == 0) | (labels == 1)).all()):
+    if _DATA_CHECKS and labels.numel() and not bool(((labels == 0) | (labels == 1)).all()):
         raise ValueError(f"{name} must be multi-hot (only 0 and 1), got other values")
 
 
@@ -77,7 +119,7 @@ def check_label_map(
     """Raise unless ``target`` is integer with values in [0, num_classes) or ``ignore_index``."""
     if target.is_floating_point() or target.dtype == torch.bool:
         raise ValueError(f"{name} must be an integer tensor, got dtype {target.dtype}")
-    if target.numel():
+    if _DATA_CHECKS and target.numel():
         bad = (target < 0) | ((target >= num_classes) & (target != ignore_index))
         if bool(bad.any()):
             v = int(target[bad][0])
@@ -93,12 +135,15 @@ def check_positive(name: str, value: float) -> None:
 
 
 def check_open_unit(name: str, value: float | torch.Tensor) -> None:
-    """Raise unless ``value`` (a number or a 0-d tensor) lies strictly inside (0, 1)."""
+    """Raise unless ``value`` (a number or a 0-d tensor) lies strictly inside (0, 1); a
+    tensor's value is not read when data checks are off."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(
                 f"{name} must be a number or a 1-element tensor, got shape {tuple(value.shape)}"
             )
+        if not _DATA_CHECKS:
+            return
         value = float(value.detach())
     v = value
     if not (isinstance(v, (int, float)) and 0.0 < v < 1.0):

@@ -221,6 +221,25 @@ def _token_norm(model: nn.Module) -> nn.Module | None:
     return norm if hasattr(norm, "normalized_shape") else None
 
 
+def _create_timm_model(name: str, kwargs: dict) -> nn.Module:
+    """``timm.create_model``; ViT-like models are built with ``dynamic_img_size=True``
+    and ``dynamic_img_pad=True`` unless the caller sets them, so that any input size
+    works (multi-scale CAMs, images of another size than ``img_size``, sides that are
+    no multiple of the patch): the position embedding is interpolated and the image
+    padded to whole patches. Models whose constructor has no such argument (CNNs) are
+    built without them."""
+    import timm
+
+    if "dynamic_img_size" in kwargs or "dynamic_img_pad" in kwargs:
+        return timm.create_model(name, **kwargs)
+    try:
+        return timm.create_model(name, dynamic_img_size=True, dynamic_img_pad=True, **kwargs)
+    except TypeError as e:
+        if "dynamic_img_size" not in str(e):
+            raise
+        return timm.create_model(name, **kwargs)
+
+
 class TimmFeatures(nn.Module):
     """Feature maps of a timm backbone at chosen depths, NCHW, for CNNs and ViTs alike.
 
@@ -250,7 +269,10 @@ class TimmFeatures(nn.Module):
         final_norm: apply a ViT's final norm to its final block's map (default True);
             False returns the raw block output. No effect on models without one.
         **create_kwargs: passed to ``timm.create_model`` when ``model`` is a name
-            (e.g. ``pretrained=False``, ``output_stride=8``, ``img_size=96``).
+            (e.g. ``pretrained=False``, ``output_stride=8``, ``img_size=96``). ViTs
+            are built with ``dynamic_img_size`` and ``dynamic_img_pad`` on unless set
+            here, so any input size works (position embedding interpolated, sides
+            padded to whole patches).
     Attributes:
         indices: the requested indices, made non-negative.
         channels: D_k of each returned map.
@@ -269,10 +291,9 @@ class TimmFeatures(nn.Module):
         **create_kwargs,
     ):
         super().__init__()
-        import timm
 
         if isinstance(model, str):
-            model = timm.create_model(model, **create_kwargs)
+            model = _create_timm_model(model, create_kwargs)
         if not hasattr(model, "forward_intermediates"):
             raise ValueError(
                 f"model {type(model).__name__} has no forward_intermediates; "

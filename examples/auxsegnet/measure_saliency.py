@@ -11,7 +11,7 @@ per image. The OpenCV estimators are skipped when opencv-contrib is not installe
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import sys
 import time
 from pathlib import Path
 
@@ -22,14 +22,14 @@ from wsss_blocks.saliency import SALIENCY_METHODS, estimate_saliency
 
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 
+if not __package__:  # run as a file: the repository root makes `examples` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 
 def _trainer():
-    spec = importlib.util.spec_from_file_location(
-        "_wsss_examples_auxsegnet_train", Path(__file__).with_name("train.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from examples.auxsegnet import train
+
+    return train
 
 
 def foreground_iou(saliency: torch.Tensor, foreground: torch.Tensor, threshold: float) -> float:
@@ -48,8 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     trainer = _trainer()
     cfg = trainer.load_config(args.config, args.set)
     torch.set_num_threads(cfg["threads"])
-    train_set, _ = trainer.build_data(cfg)
-    images, masks, _ = train_set.tensors()
+    images, masks, _ = trainer.build_data(cfg).train.tensors()
     images, fg = images[: args.images], masks[: args.images] > 0
     s = cfg["saliency"]
     threshold = cfg["pseudo_labels"]["saliency_threshold"]

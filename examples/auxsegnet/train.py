@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from tqdm import tqdm
 
 from wsss_blocks import (
     IGNORE_INDEX,
@@ -51,10 +50,18 @@ from wsss_blocks.saliency import (
     load_saliency_maps,
     saliency_loss,
 )
+from wsss_blocks.training import (
+    Stepper,
+    autocast,
+    build_adamw,
+    build_data,
+    load_config,
+    progress_bar,
+    save_checkpoint,
+    start_run,
+    write_metrics,
+)
 from wsss_blocks.viz import plot_training_curves, save_overlay_grid
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: example_utils
-from example_utils import autocast, build_data, load_config, save_checkpoint, start_run  # noqa: E402
 
 LOSS_WEIGHTS = ("cls", "seg", "seg_refined", "sal", "sal_refined")
 
@@ -140,14 +147,15 @@ def pseudo_labels(net, images, labels, sal_input, cfg, refine: bool):
     net.eval()
     ys, ss = [], []
     bs = cfg["eval"]["batch_size"]
+    device = next(net.parameters()).device
     for i in range(0, images.shape[0], bs):
-        x = images[i : i + bs].float() / 255
-        lab = labels[i : i + bs]
+        x = images[i : i + bs].to(device).float() / 255
+        lab = labels[i : i + bs].to(device)
         size = x.shape[-2:]
-        with autocast(cfg["train"]["bf16"]):
+        with amp(cfg, x):
             out = net(x)
         cam = normalize_cam(out.cam.float(), lab)  # (B, C, h, w) in [0, 1]
-        sal = sal_input[i : i + bs]
+        sal = sal_input[i : i + bs].to(device)
         if refine:
             affinity = out.affinity.float()
             cam = normalize_cam(propagate(affinity, cam, p["propagation_steps"]), lab)
@@ -160,8 +168,8 @@ def pseudo_labels(net, images, labels, sal_input, cfg, refine: bool):
         cam = upsample(cam, size).clamp(0.0, 1.0)
         sal = sal.clamp(0.0, 1.0)
         y = fuse(cam, lab, sal, p)
-        ys.append(y)
-        ss.append(sal)
+        ys.append(y.cpu())
+        ss.append(sal.cpu())
     return torch.cat(ys), torch.cat(ss)
 
 
@@ -204,11 +212,12 @@ def evaluate(net, val_set, cfg, out_dir: Path, stage: int) -> dict:
     plain, refined = MeanIoU(k), MeanIoU(k)
     images, masks, labels = val_set.tensors()
     bs = cfg["eval"]["batch_size"]
+    device = next(net.parameters()).device
     for i in range(0, len(val_set), bs):
-        x = images[i : i + bs].float() / 255
-        with autocast(cfg["train"]["bf16"]):
+        x = images[i : i + bs].to(device).float() / 255
+        with amp(cfg, x):
             out = net(x)
-        gt = masks[i : i + bs].long()
+        gt = masks[i : i + bs].to(device).long()
         plain.update(upsample(out.seg.float(), x.shape[-2:]).argmax(1), gt)
         refined.update(upsample(out.seg_refined.float(), x.shape[-2:]).argmax(1), gt)
     result = {
@@ -218,9 +227,9 @@ def evaluate(net, val_set, cfg, out_dir: Path, stage: int) -> dict:
 
     n = cfg["eval"]["num_overlays"]
     if n:
-        x = images[:n].float() / 255
-        lab, gt = labels[:n], masks[:n].long()
-        with autocast(cfg["train"]["bf16"]):
+        x = images[:n].to(device).float() / 255
+        lab, gt = labels[:n].to(device), masks[:n].to(device).long()
+        with amp(cfg, x):
             out = net(x)
         size = x.shape[-2:]
         cam = upsample(normalize_cam(out.cam.float(), lab), size).clamp(0, 1)
@@ -233,7 +242,9 @@ def evaluate(net, val_set, cfg, out_dir: Path, stage: int) -> dict:
             "refined": upsample(out.seg_refined.float(), size).argmax(1),
             "GT": gt,
         }
-        save_overlay_grid(out_dir / "overlays" / f"stage_{stage}.png", x, cam.amax(1), panels, k)
+        panels = {name: v.cpu() for name, v in panels.items()}
+        save_overlay_grid(out_dir / "overlays" / f"stage_{stage}.png", x.cpu(), cam.amax(1).cpu(),
+                          panels, k)  # fmt: skip
     return result
 
 
@@ -249,12 +260,17 @@ def lr_factor(step: int, total: int, t: dict) -> float:
     return min(1.0, (in_stage + 1) / warm) * (1 - step / total) ** t["poly_power"]
 
 
-def step_losses(model, batch, weights: dict, stage: int, bf16: bool) -> dict:
+def amp(cfg: dict, x: torch.Tensor):
+    """The run's autocast (``train.amp``) on the device of ``x``."""
+    return autocast(x.device, cfg["train"]["amp"])
+
+
+def step_losses(model, batch, weights: dict, stage: int, cfg: dict) -> dict:
     """Loss terms of one batch; stage 0 (warm-up) trains classification and the plain
     saliency head only."""
     x, labels, y, s, valid = batch
     size = x.shape[-2:]
-    with autocast(bf16):
+    with amp(cfg, x):
         out = model(x)
     terms = {"cls": classification_loss(out.logits.float(), labels)}
     if weights["sal"]:
@@ -290,38 +306,37 @@ def plot_curves(loss_log: list, history: list, path: Path) -> None:
 def train(cfg: dict) -> dict:
     """Train all stages as ``cfg`` says; returns the final metrics and the per-stage
     history (also written to ``output_dir/metrics.json``)."""
-    out_dir = start_run(cfg)
+    out_dir, device = start_run(cfg)
+    if cfg["data"]["name"] != "mfseg":
+        raise ValueError("data.name must be 'mfseg' for the AuxSegNet example: it keeps the "
+                         "pseudo-labels of the whole train split in memory")  # fmt: skip
 
     t0 = time.time()
-    train_set, val_set = build_data(cfg)
+    data = build_data(cfg)
+    train_set, val_set = data.train, data.val
     images, masks, labels = train_set.tensors()
     sal_input, sal_origin = saliency_input(cfg, images)
     print(f"data: {train_set!r}\n      {val_set!r}\nsaliency: {sal_origin} "
           f"({time.time() - t0:.1f} s)")  # fmt: skip
     num_classes = train_set.num_classes + 1
 
-    t, w, bf16 = cfg["train"], cfg["loss"], cfg["train"]["bf16"]
-    model = AuxSegNet(train_set.num_classes, cfg["model"])
+    t = cfg["train"]
+    model = AuxSegNet(train_set.num_classes, cfg["model"]).to(device)
     if t["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     teacher = EMATeacher(model, t["ema_momentum"]) if t["use_teacher"] else None
     eval_net = teacher.module if teacher is not None else model
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": model.backbone_parameters(), "lr": t["lr"]},
-            {"params": model.head_parameters(), "lr": t["lr"] * t["head_lr_mult"]},
-        ],
-        weight_decay=t["weight_decay"],
-    )
+    optimizer = build_adamw(model, t["lr"], t["head_lr_mult"], t["weight_decay"])
     total = t["warmup_iterations"] + t["stages"] * t["stage_iterations"]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, t))
     views = WeakStrongViews(cfg["data"]["crop_size"], scale=tuple(cfg["data"]["view_scale"]))
-    weights = {k: float(w[k]) for k in LOSS_WEIGHTS}
+    weights = {k: float(cfg["loss"][k]) for k in LOSS_WEIGHTS}
+    stepper = Stepper(model, optimizer, scheduler, weights, teacher, t["amp"], t["grad_clip"])
 
     # Stage 0 trains saliency on the input maps; no segmentation label exists yet.
     y_all = torch.full_like(masks, IGNORE_INDEX, dtype=torch.long)
     s_all = sal_input
-    history, step, loss_log = [], 0, []  # loss_log: (step, {term: value}) every 10 steps
+    history, step = [], 0
     fg = (masks > 0).float()
     for stage in range(t["stages"] + 1):
         ts = time.time()
@@ -333,39 +348,27 @@ def train(cfg: dict) -> dict:
             record["train_pl_ignored"] = float((y_all == IGNORE_INDEX).float().mean())
             s_bin = s_all >= cfg["pseudo_labels"]["saliency_threshold"]
             record["train_saliency_iou"] = float((s_bin * fg).sum() / ((s_bin + fg) > 0).sum())
-            tqdm.write(f"stage {stage}: pseudo-labels mIoU (train) "
+            print(f"stage {stage}: pseudo-labels mIoU (train) "
                        f"{100 * record['train_pl_miou']:.1f}%, "
                        f"ignored {100 * record['train_pl_ignored']:.1f}%, saliency IoU "
                        f"{100 * record['train_saliency_iou']:.1f}%", file=sys.stdout)  # fmt: skip
         packed_all = pack(y_all, s_all)
         iters = t["warmup_iterations"] if stage == 0 else t["stage_iterations"]
-        bar = tqdm(range(iters), desc=f"auxsegnet stage {stage}", dynamic_ncols=True,
-                   file=sys.stdout)  # fmt: skip
-        for _ in bar:
+        bar = progress_bar(iters, desc=f"auxsegnet stage {stage}")
+        for _ in range(iters):
             model.train()
             idx = torch.randint(0, len(train_set), (t["batch_size"],))
-            _, x, packed, valid = views(
-                images[idx].float() / 255, packed_all[idx], return_valid=True
-            )
+            x_all, packed_batch = images[idx].to(device), packed_all[idx].to(device)
+            _, x, packed, valid = views(x_all.float() / 255, packed_batch, return_valid=True)
             y, s = unpack(packed, valid)
             if t["channels_last"]:
                 x = x.contiguous(memory_format=torch.channels_last)
-            terms = step_losses(model, (x, labels[idx], y, s, valid), weights, stage, bf16)
-            loss = sum(weights[k] * v for k, v in terms.items())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at step {step}: {terms}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if t["grad_clip"]:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
-            optimizer.step()
-            scheduler.step()
-            if teacher is not None:
-                teacher.update(model)
-            if step % 10 == 0:  # one host sync per 10 steps: the log and the progress bar
-                loss_log.append((step, {k: float(v.detach()) for k, v in terms.items()}))
-                bar.set_postfix({k: f"{v:.3f}" for k, v in loss_log[-1][1].items()},
-                                refresh=False)  # fmt: skip
+            batch = (x, labels[idx].to(device), y, s, valid)
+            stepper.step(step, step_losses(model, batch, weights, stage, cfg))
+            bar.update()
+            if step % (stepper.log_every * (1 if device.type == "cpu" else 20)) == 0:
+                post = {k: f"{v:.3f}" for k, v in stepper.loss_log[-1][1].items()}
+                bar.set_postfix(post, refresh=False)
             step += 1
         bar.close()
         record.update(evaluate(eval_net, val_set, cfg, out_dir, stage))
@@ -373,20 +376,19 @@ def train(cfg: dict) -> dict:
         record["minutes"] = (time.time() - ts) / 60
         record["step"] = step
         history.append(record)
-        plot_curves(loss_log, history, out_dir / "curves.png")
-        tqdm.write(f"stage {stage}: segmentation mIoU (val) {100 * record['val_seg_miou']:.1f}% "
+        plot_curves(stepper.loss_log, history, out_dir / "curves.png")
+        print(f"stage {stage}: segmentation mIoU (val) {100 * record['val_seg_miou']:.1f}% "
                    f"(refined A.S {100 * record['val_refined_miou']:.1f}%), "
                    f"{record['minutes']:.1f} min", file=sys.stdout)  # fmt: skip
         with open(out_dir / "metrics.json", "w") as f:  # per stage: a cut-off run keeps them
-            json.dump({"history": history, "losses": loss_log}, f, indent=1)
+            json.dump({"history": history, "losses": stepper.loss_log}, f, indent=1)
         save_checkpoint(out_dir / "checkpoint.pt", {
             "model": model.state_dict(),
             "teacher": teacher.state_dict() if teacher is not None else None,
             "stage": stage, "step": step, "history": history, "config": cfg,
         })  # fmt: skip
     final = {**history[-1], "minutes": (time.time() - t0) / 60, "method": cfg["method"]}
-    with open(out_dir / "metrics.json", "w") as f:
-        json.dump({"final": final, "history": history, "losses": loss_log}, f, indent=1)
+    write_metrics(out_dir, final, history, stepper.loss_log)
     return final
 
 

@@ -19,8 +19,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import train as cosa_train  # noqa: E402  (the sibling trainer)
+if not __package__:  # run as a file: the repository root makes `examples` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from examples.cosa import train as cosa_train  # noqa: E402
 
 # "core": the CoSA mechanisms that need no early layer: swapped assignments (EMA teacher
 # as AN), RAW weighting and the dynamic threshold (DT). GC = guided CAM (L_s2c).

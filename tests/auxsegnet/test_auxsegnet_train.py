@@ -1,6 +1,5 @@
 """End-to-end smoke tests of the AuxSegNet example trainer (tiny data, two steps)."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -18,12 +17,9 @@ CONFIG = ROOT / "examples" / "auxsegnet" / "configs" / "default.yaml"
 
 @pytest.fixture(scope="module")
 def trainer():
-    spec = importlib.util.spec_from_file_location(
-        "auxsegnet_train", ROOT / "examples/auxsegnet/train.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from examples.auxsegnet import train
+
+    return train
 
 
 TINY = [
@@ -65,7 +61,7 @@ def test_two_steps_train_and_report_every_stage(trainer, tiny, tmp_path):
 
 def test_saliency_from_a_directory_of_maps(trainer, tiny, tmp_path):
     cfg = trainer.load_config(CONFIG, tiny)
-    train_set, _ = trainer.build_data(cfg)
+    train_set = trainer.build_data(cfg).train
     images = train_set.tensors()[0]
     maps = torch.rand(len(train_set), 24, 24)  # other size than the images: resized
     save_saliency_maps(tmp_path / "dss", maps, [f"{i:05d}" for i in range(len(train_set))])
@@ -122,12 +118,9 @@ def test_pseudo_label_quality_counts_ignored_pixels_as_wrong(trainer):
 
 
 def test_saliency_measurement_script_reports_each_estimator(tiny):
-    spec = importlib.util.spec_from_file_location(
-        "auxsegnet_measure", ROOT / "examples/auxsegnet/measure_saliency.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    results = module.main(["--images", "8", *sum([["--set", s] for s in tiny], [])])
+    from examples.auxsegnet import measure_saliency
+
+    results = measure_saliency.main(["--images", "8", *sum([["--set", s] for s in tiny], [])])
     assert "border_prior" in results
     for r in results.values():
         assert 0.0 <= r["iou"] <= r["best_iou"] <= 1.0 and r["ms_per_image"] > 0

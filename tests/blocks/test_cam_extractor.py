@@ -174,6 +174,21 @@ def test_vit_dynamic_img_size_needs_no_code_change():
     assert feats(torch.randn(1, 3, 80, 112))[0].shape[-2:] == (5, 7)
 
 
+def test_vit_by_name_takes_any_input_size_and_multiscale_cams():
+    from wsss_blocks import multiscale_cam
+
+    ext = CAMExtractor(VIT, 3, early_index=-2, pretrained=False, img_size=64, depth=2)
+    assert ext.features.model.dynamic_img_size  # built so, as no size was fixed by the caller
+    x = torch.rand(1, 3, 64, 88)  # 88 and 0.5 * 64 = 32 ... 44: not all multiples of 16
+    assert ext(x).cam.shape[-2:] == (4, 6)  # padded to whole patches: ceil(88 / 16) = 6
+    cam = multiscale_cam(lambda im: ext(im).cam, x, (1.0, 0.5, 1.5), flip=True)
+    assert cam.shape == (1, 3, 4, 6) and torch.isfinite(cam).all()
+    fixed = TimmFeatures(VIT, indices=(-1,), pretrained=False, img_size=64, depth=2,
+                         dynamic_img_size=False)  # the caller's choice is kept  # fmt: skip
+    with pytest.raises(AssertionError):
+        fixed(torch.rand(1, 3, 80, 80))
+
+
 def test_timm_features_channels_and_negative_indices():
     feats = TimmFeatures(VIT, indices=(-3, -1), pretrained=False, img_size=64, depth=4)
     assert feats.indices == [1, 3]

@@ -119,3 +119,23 @@ def test_check_range_quiet_on_tensors_that_require_grad():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_range("x", torch.rand(3, requires_grad=True), 0.0, 1.0)
+
+
+def test_data_checks_switch_skips_value_checks_but_not_shape_checks():
+    from wsss_blocks import cam_to_cpl, data_checks_enabled, set_data_checks
+
+    labels = torch.ones(1, 2)
+    bad_values = torch.full((1, 2, 4, 4), 2.0)  # outside [0, 1]
+    with pytest.raises(ValueError, match="cam must lie in"):
+        cam_to_cpl(bad_values, labels, 0.5)
+    previous = set_data_checks(False)
+    try:
+        assert previous is True and not data_checks_enabled()
+        assert cam_to_cpl(bad_values, labels, 0.5).shape == (1, 4, 4)  # not read: no error
+        with pytest.raises(ValueError, match="4-D"):
+            cam_to_cpl(bad_values[0], labels, 0.5)  # shapes are still checked
+    finally:
+        set_data_checks(previous)
+    assert data_checks_enabled()
+    with pytest.raises(TypeError, match="bool"):
+        set_data_checks("no")

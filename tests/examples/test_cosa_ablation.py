@@ -1,6 +1,5 @@
 """The ablation runner: variants are valid configs, the table is written, reruns resume."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -10,11 +9,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _ablation():
-    path = ROOT / "examples/cosa/ablation.py"
-    spec = importlib.util.spec_from_file_location("cosa_ablation", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from examples.cosa import ablation
+
+    return ablation
 
 
 def _settings(cfg: dict) -> dict:

@@ -5,14 +5,11 @@ import json
 
 import pytest
 import torch
-from test_cosa_train import CONFIGS, ROOT, TINY, _trainer
+from test_cosa_train import CONFIGS, TINY, _trainer
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"cosa_{name}", ROOT / f"examples/cosa/{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"examples.cosa.{name}")
 
 
 def _evaluate():

@@ -10,7 +10,6 @@ left out of L_s2c and the anchors; nothing from the AN carries a gradient.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -32,10 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _trainer():
-    spec = importlib.util.spec_from_file_location("cosa_train", ROOT / "examples/cosa/train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from examples.cosa import train
+
+    return train
 
 
 class Spy:
@@ -57,7 +55,7 @@ def step(monkeypatch):
         ROOT / "examples/cosa/configs/paper.yaml",
         [
             "model.cam_scales=[1.0]", "model.cam_flip=false", "model.weights=null",
-            "model.decoder_width=8", "train.bf16=false", "threshold.dynamic=false",
+            "model.decoder_width=8", "train.amp=fp32", "threshold.dynamic=false",
             "loss.csc_max_anchors=100000", "loss.csc_epsilon=5.0",
         ],
     )  # fmt: skip

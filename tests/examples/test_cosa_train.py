@@ -1,6 +1,5 @@
 """End-to-end smoke tests of the CoSA example trainer (tiny data, a few steps)."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -13,10 +12,9 @@ CONFIGS = ROOT / "examples" / "cosa" / "configs"
 
 
 def _trainer():
-    spec = importlib.util.spec_from_file_location("cosa_train", ROOT / "examples/cosa/train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from examples.cosa import train
+
+    return train
 
 
 TINY = [

@@ -1,5 +1,7 @@
-"""Data: the bundled MF-Seg data set, Fashion-MNIST reader, weak/strong views, VOC loader."""
+"""Data: the bundled MF-Seg data set, Fashion-MNIST reader, weak/strong views, VOC and
+COCO loaders."""
 
+from .coco import COCO_CLASSES, COCOSegmentation, coco_instances_to_masks
 from .fashion_mnist import (
     DEFAULT_FASHION_MNIST_DIR,
     FASHION_MNIST_CLASSES,
@@ -20,6 +22,7 @@ from .views import (
     MAGNITUDE_MAPS,
     RANDAUG_OPS,
     EvalView,
+    RandomRescaleCrop,
     WeakStrongViews,
     apply_randaug_op,
     gaussian_blur_batch,
@@ -36,6 +39,10 @@ from .voc import (
 )
 
 __all__ = [
+    "COCO_CLASSES",
+    "COCOSegmentation",
+    "RandomRescaleCrop",
+    "coco_instances_to_masks",
     "DEFAULT_FASHION_MNIST_DIR",
     "FASHION_MNIST_CLASSES",
     "GENERATOR_VERSION",

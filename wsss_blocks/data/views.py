@@ -466,3 +466,79 @@ class EvalView:
             return x, None
         _check_masks(masks, images)
         return x, masks.long()
+
+
+class RandomRescaleCrop:
+    """Per-sample random rescale and crop, for data sets whose images differ in size.
+
+    The training geometry of the CoSA and ToCo releases: rescale by s ~ U(scale)
+    (image bilinear with antialiasing, mask nearest), place the result at a random
+    offset on a canvas at least ``crop_size`` large (image ``fill``, mask 255, where
+    the image does not reach), and cut a random ``crop_size`` crop. Run it in the data
+    set (``transform=``), so that DataLoader workers do it and batches have one size;
+    :class:`WeakStrongViews` with ``scale=(1, 1)`` then adds flip, blur and the strong
+    view on the batch (on the GPU where there is one).
+
+    Args:
+        crop_size: output side (int) or (height, width), each >= 1.
+        scale: (low, high) range of the rescale factor, 0 < low <= high (release: 0.5, 2).
+        fill: image value of padded pixels, in [0, 1].
+
+    Call: ``transform(item)`` on a dict with ``"image"`` (3, H, W) float in [0, 1] and
+    ``"mask"`` (H, W) int64; returns a new dict with both cropped to (h_c, w_c) and
+    ``"valid"`` (h_c, w_c) bool, True where the crop shows image (False on padding);
+    other entries are kept. Draws from torch's global generator (a worker's own seed).
+
+    Raises:
+        ValueError: on bad arguments, or an item without 3-channel image and mask of
+            one size.
+
+    Example:
+        >>> t = RandomRescaleCrop(32, scale=(0.5, 0.5))
+        >>> out = t({"image": torch.rand(3, 40, 48), "mask": torch.zeros(40, 48, dtype=torch.long)})
+        >>> tuple(out["image"].shape), int(out["valid"].sum())   # a 20x24 image in a 32x32 crop
+        ((3, 32, 32), 480)
+    """
+
+    def __init__(
+        self,
+        crop_size: int | tuple[int, int],
+        scale: tuple[float, float] = (0.5, 2.0),
+        fill: float = 0.0,
+    ) -> None:
+        crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+        if len(crop) != 2 or not all(isinstance(c, int) and c >= 1 for c in crop):
+            raise ValueError(f"crop_size must be an int >= 1 or a pair of them, got {crop_size!r}")
+        if not (len(scale) == 2 and 0.0 < scale[0] <= scale[1] < math.inf):
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
+        if not 0.0 <= fill <= 1.0:
+            raise ValueError(f"fill must lie in [0, 1], got {fill!r}")
+        self.crop_size, self.scale, self.fill = crop, (float(scale[0]), float(scale[1])), fill
+
+    def __call__(self, item: dict) -> dict:
+        image, mask = item["image"], item["mask"]
+        if image.ndim != 3 or image.shape[0] != 3 or mask.shape != image.shape[1:]:
+            raise ValueError(f"item needs image (3, H, W) and mask (H, W) of one size, got "
+                             f"{tuple(image.shape)} and {tuple(mask.shape)}")  # fmt: skip
+        lo, hi = self.scale
+        s = lo + (hi - lo) * float(torch.rand(()))
+        h, w = (max(1, round(v * s)) for v in image.shape[1:])
+        if (h, w) != tuple(image.shape[1:]):
+            image = TF.resize(image, [h, w], antialias=True).clamp_(0.0, 1.0)
+            mask = TF.resize(mask[None], [h, w], interpolation=TF.InterpolationMode.NEAREST)[0]
+        hc, wc = self.crop_size
+        ch, cw = max(h, hc), max(w, wc)
+        oy, ox = (int(torch.randint(0, n + 1, ())) for n in (ch - h, cw - w))
+        canvas = torch.full((3, ch, cw), self.fill, dtype=image.dtype)
+        canvas_mask = torch.full((ch, cw), IGNORE_INDEX, dtype=mask.dtype)
+        valid = torch.zeros((ch, cw), dtype=torch.bool)
+        canvas[:, oy : oy + h, ox : ox + w] = image
+        canvas_mask[oy : oy + h, ox : ox + w] = mask
+        valid[oy : oy + h, ox : ox + w] = True
+        y, x = (int(torch.randint(0, n + 1, ())) for n in (ch - hc, cw - wc))
+        return {
+            **item,
+            "image": canvas[:, y : y + hc, x : x + wc],
+            "mask": canvas_mask[y : y + hc, x : x + wc],
+            "valid": valid[y : y + hc, x : x + wc],
+        }

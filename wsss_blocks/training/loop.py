@@ -1,0 +1,194 @@
+"""The optimisation plumbing every trainer repeats: AdamW with a head group, the poly
+schedule with warm-up, one step (backward, AMP scaling, optimizer, EMA teacher, loss
+log), progress bars and ``metrics.json``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..teacher import EMATeacher
+
+
+def poly_lr_factor(
+    step: int, total: int, warmup: int = 0, power: float = 0.9, warmup_start: float | None = None
+) -> float:
+    """Learning-rate factor of step ``step``: linear warm-up, then poly decay.
+
+    During the first ``warmup`` steps the factor rises linearly: from
+    ``warmup_start`` to 1 (the CoSA release: 1e-6, over 1,500 iterations), or as
+    (step + 1) / warmup when ``warmup_start`` is None. Afterwards it is
+    (1 − step / total) ** power, the poly schedule of DeepLab, ToCo and CoSA.
+
+    Args:
+        step: 0-based step.
+        total: total number of steps (> 0).
+        warmup: warm-up steps (>= 0).
+        power: poly exponent (> 0).
+        warmup_start: factor at step 0 of the warm-up, in [0, 1], or None.
+    Returns:
+        The factor, a float in [0, 1].
+    Raises:
+        ValueError: if ``total`` <= 0, ``warmup`` < 0 or ``warmup_start`` outside [0, 1].
+    """
+    if total <= 0 or warmup < 0:
+        raise ValueError(f"total must be > 0 and warmup >= 0, got total={total}, warmup={warmup}")
+    if warmup_start is not None and not 0.0 <= warmup_start <= 1.0:
+        raise ValueError(f"warmup_start must lie in [0, 1], got {warmup_start}")
+    if step < warmup:
+        if warmup_start is None:
+            return (step + 1) / warmup
+        return warmup_start + (1.0 - warmup_start) * step / warmup
+    return max(0.0, 1.0 - step / total) ** power
+
+
+def build_adamw(model: torch.nn.Module, lr: float, head_lr_mult: float, weight_decay: float):
+    """AdamW with two groups: the backbone at ``lr`` and the heads (classifiers, decoder)
+    at ``lr * head_lr_mult`` (CoSA's release: 6e-5 and ×10). ``model`` must have
+    ``backbone_parameters()`` and ``head_parameters()`` (every :class:`CAMBackboneNet`).
+
+    Raises:
+        ValueError: if ``lr`` or ``head_lr_mult`` is not > 0 or ``weight_decay`` < 0.
+    """
+    if not (lr > 0 and head_lr_mult > 0 and weight_decay >= 0):
+        raise ValueError(f"train.lr and train.head_lr_mult must be > 0 and weight_decay >= 0, "
+                         f"got {lr}, {head_lr_mult}, {weight_decay}")  # fmt: skip
+    return torch.optim.AdamW(
+        [
+            {"params": list(model.backbone_parameters()), "lr": lr},
+            {"params": list(model.head_parameters()), "lr": lr * head_lr_mult},
+        ],
+        weight_decay=weight_decay,
+    )
+
+
+class Stepper:
+    """One optimisation step on a weighted sum of named loss terms.
+
+    ``step(i, terms)`` forms L = Σ_k weights[k] · terms[k], runs backward (scaled by a
+    GradScaler under fp16), clips gradients if asked, steps the optimizer and the
+    schedule, and updates the EMA teacher. Every ``log_every`` steps it keeps the terms'
+    values as device tensors; reading :attr:`loss_log` turns them into numbers, the
+    only point where the host waits for the device, so a CUDA step never does.
+
+    A non-finite loss raises FloatingPointError: at once on the CPU; on CUDA when the
+    log is next read (a device-side flag).
+
+    Args:
+        model: the trained network.
+        optimizer, scheduler: as built for it.
+        weights: term name → weight; a term without a weight raises KeyError.
+        teacher: optional :class:`~wsss_blocks.EMATeacher` updated after each step.
+        amp: ``"fp16"`` adds a GradScaler; other modes need none.
+        grad_clip: max gradient norm, 0 for none.
+        log_every: steps between loss-log entries.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler,
+        weights: Mapping[str, float],
+        teacher: EMATeacher | None = None,
+        amp: str = "fp32",
+        grad_clip: float = 0.0,
+        log_every: int = 10,
+    ) -> None:
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.weights = dict(weights)
+        self.teacher = teacher
+        self.device = next(model.parameters()).device
+        self.scaler = torch.amp.GradScaler(self.device.type) if amp == "fp16" else None
+        self.grad_clip = grad_clip
+        self.log_every = log_every
+        self._log: list[tuple[int, dict[str, float]]] = []
+        self._pending: list[tuple[int, list[str], torch.Tensor]] = []
+        self._bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        self._unread_since: int | None = None  # first CUDA step not yet checked
+
+    def step(self, i: int, terms: Mapping[str, torch.Tensor], ema_momentum: float | None = None):
+        """Optimise one step on ``terms`` (name → 0-d loss); ``ema_momentum`` overrides
+        the teacher's momentum for this update (0.0 copies the model)."""
+        loss = sum(self.weights[k] * v for k, v in terms.items())
+        finite = torch.isfinite(loss)
+        if self.device.type != "cuda":
+            if not finite:
+                raise FloatingPointError(f"non-finite loss at step {i}: {dict(terms)}")
+        else:
+            self._bad |= ~finite
+            if self._unread_since is None:
+                self._unread_since = i
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        if self.teacher is not None:
+            self.teacher.update(self.model, momentum=ema_momentum)
+        if i % self.log_every == 0:
+            values = torch.stack([v.detach().float() for v in terms.values()])
+            self._pending.append((i, list(terms), values))
+
+    @property
+    def loss_log(self) -> list[tuple[int, dict[str, float]]]:
+        """``(step, {term: value})`` every ``log_every`` steps (reading it waits for the
+        device once). Raises FloatingPointError if a CUDA step had a non-finite loss."""
+        if self._pending:
+            self._pending_end = self._pending[-1][0]
+            values = torch.stack([v for _, _, v in self._pending]).tolist()
+            for (i, names, _), row in zip(self._pending, values, strict=True):
+                self._log.append((i, dict(zip(names, row, strict=True))))
+            self._pending.clear()
+            if self.device.type == "cuda" and bool(self._bad):
+                raise FloatingPointError(
+                    f"non-finite loss at a step from {self._unread_since} to {self._pending_end}"
+                )
+            self._unread_since = None
+        return self._log
+
+    def state_dict(self) -> dict:
+        """Optimizer, schedule, scaler and loss log, for a checkpoint."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "losses": self.loss_log,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self._log = [tuple(e) for e in state.get("losses", [])]
+        self._pending.clear()
+
+
+def progress_bar(total: int, initial: int = 0, desc: str = "") -> tqdm:
+    """A tqdm bar on stdout; when stdout is not a terminal (a log file) it refreshes at
+    most every 60 s instead of at every step."""
+    tty = sys.stdout.isatty()
+    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, file=sys.stdout,
+                mininterval=0.1 if tty else 60.0)  # fmt: skip
+
+
+def write_metrics(out_dir: str | Path, final: dict, history: list, losses: list) -> None:
+    """Write ``metrics.json``: the final result, every evaluation, the loss log."""
+    with open(Path(out_dir) / "metrics.json", "w") as f:
+        json.dump({"final": final, "history": history, "losses": losses}, f, indent=1)

@@ -1,0 +1,154 @@
+"""Device, mixed precision, seeds and checkpoints of a training run."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._checks import data_checks_enabled, set_data_checks
+
+AMP_MODES = ("bf16", "fp16", "fp32")
+"""Autocast modes: bf16 (CPU and CUDA), fp16 (CUDA, with a GradScaler), fp32 (no autocast)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device a run asks for.
+
+    Args:
+        name: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or
+            ``"cuda:N"``.
+    Returns:
+        A ``torch.device``.
+    Raises:
+        ValueError: if ``name`` is none of these, or names CUDA on a machine without it.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ValueError(f"train.device={name!r} but CUDA is not available here; "
+                             "use auto or cpu")
+        return torch.device(name)
+    raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N, got {name!r}")
+
+
+def check_amp(amp: str, device: torch.device) -> None:
+    """Raise ValueError unless ``amp`` is one of :data:`AMP_MODES` and runs on ``device``
+    (fp16 autocast is CUDA only)."""
+    if amp not in AMP_MODES:
+        raise ValueError(f"train.amp must be one of {AMP_MODES}, got {amp!r}")
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("train.amp=fp16 needs CUDA; use bf16 or fp32 on the CPU")
+
+
+def autocast(device: torch.device, amp: str):
+    """The autocast context of ``amp`` on ``device`` (a no-op for ``"fp32"``).
+
+    bf16 autocast roughly halves a CPU step here and is the default on both devices;
+    fp16 on CUDA needs the GradScaler :class:`~wsss_blocks.training.Stepper` makes.
+    """
+    check_amp(amp, device)
+    if amp == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's (CPU and CUDA) random generators."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def rng_state() -> dict:
+    """The torch (CPU and, where present, CUDA), NumPy and Python RNG states."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}  # fmt: skip
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` saved (CUDA states only where both have CUDA)."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """Save ``state`` atomically: written to a temporary file beside ``path``, flushed
+    to disk, then renamed over it, so a crash mid-save leaves the previous checkpoint."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if the file is truncated or not a checkpoint (names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # torch raises several types for a damaged file
+        raise ValueError(f"checkpoint {path} cannot be read (truncated or not a "
+                         f"checkpoint): {type(e).__name__}: {e}") from None  # fmt: skip
+    if not isinstance(state, dict) or "config" not in state:
+        raise ValueError(f"checkpoint {path} holds no run state (no 'config' entry)")
+    return state
+
+
+def start_run(cfg: dict) -> tuple[Path, torch.device]:
+    """Begin a run from its config: resolve ``train.device`` and check ``train.amp``
+    for it, set ``threads`` and ``seed``, create ``output_dir`` and save the resolved
+    config there as ``config.yaml``.
+
+    Returns:
+        ``(output_dir, device)``.
+    Raises:
+        ValueError: on a bad device or AMP mode (naming the key).
+    """
+    import yaml
+
+    device = resolve_device(cfg["train"]["device"])
+    check_amp(cfg["train"]["amp"], device)
+    torch.set_num_threads(cfg["threads"])
+    seed_everything(cfg["seed"])
+    out_dir = Path(cfg["output_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "config.yaml", "w") as f:
+        yaml.safe_dump(cfg, f)
+    return out_dir, device
+
+
+@contextlib.contextmanager
+def data_checks_for(device: torch.device):
+    """Within the block, the library's data-dependent input checks are off on CUDA
+    (each would make a training step wait for the GPU) and unchanged elsewhere; the
+    previous setting is restored on exit. See :func:`wsss_blocks.set_data_checks`."""
+    previous = set_data_checks(data_checks_enabled() and device.type != "cuda")
+    try:
+        yield
+    finally:
+        set_data_checks(previous)
