@@ -82,11 +82,18 @@ def test_blocks(benchmark, setup):
     _record(benchmark, "blocks (CPL, RAW, SPL, CSC, threshold search)")
 
 
-def test_zz_summary():
+@pytest.fixture(scope="module", autouse=True)
+def summary():
+    """After the module's benchmarks: each part's time and share of the iteration."""
+    yield
     if len(TIMES) < 4:
-        pytest.skip("run with --benchmark-enable")
+        return  # not benchmarked (run with --benchmark-enable)
     an = TIMES["AN forward, multi-scale"]
+    blocks = TIMES[next(k for k in TIMES if "blocks" in k)]
     # the VOC config runs the AN multi-scale twice: CAMs for CPLs, logits for SPLs
-    total = TIMES["ON forward + backward"] + 2 * an + TIMES[next(k for k in TIMES if "blocks" in k)]
+    total = TIMES["ON forward + backward"] + 2 * an + blocks
+    threads = torch.get_num_threads()
+    print(f"\nViT-B/16 224 px batch 2, one CoSA iteration ~ {1e3 * total:.0f} ms "
+          f"(ON fwd+bwd + 2 x AN multi-scale + blocks), {threads} threads")  # fmt: skip
     for name, t in TIMES.items():
-        print(f"ViT-B/16 224 px batch 2: {name:48s} {1e3 * t:8.1f} ms  {100 * t / total:5.1f}%")
+        print(f"  {name:48s} {1e3 * t:8.1f} ms  {100 * t / total:5.1f}% of the iteration")

@@ -31,7 +31,7 @@ PYEOF
 grep FINAL "$LOG/run.txt" || tail -20 "$LOG/run.txt"
 echo "[gpu-check] CSC benchmark"
 $PY -m pytest -q -p no:cacheprovider benchmarks/bench_csc_devices.py --benchmark-enable \
-    --benchmark-only -s 2>&1 | grep "^CSC" | tee "$LOG/bench.txt" || status=1
+    --benchmark-only -s 2>&1 | grep "CSC N=" | tee "$LOG/bench.txt" || status=1
 echo "[gpu-check] summary: $(tail -1 "$LOG/tests.txt" | tr -d '=')"
 echo "[gpu-check] logs in $LOG; exit $status"
 exit $status
