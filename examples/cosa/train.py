@@ -13,6 +13,7 @@ shapes (see docs/). One step follows Eq. 11 of Yang et al., CoSA, ECCV 2024:
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -45,17 +46,24 @@ from wsss_blocks import (
 from wsss_blocks.data import WeakStrongViews
 from wsss_blocks.models import load_weights_by_position, packaged_weights_path, upsample
 from wsss_blocks.training import (
+    ConfigError,
+    NonFiniteLossError,
+    RunLock,
     Stepper,
+    StopSignals,
     TrainBatches,
     autocast,
     build_adamw,
     build_data,
+    check_values,
     data_checks_for,
     eval_batches,
     evaluate_segmentation,
     format_iou_table,
+    integer,
     load_checkpoint,
     load_config,
+    number,
     overlay_batch,
     poly_lr_factor,
     progress_bar,
@@ -67,6 +75,9 @@ from wsss_blocks.training import (
     write_metrics,
 )
 from wsss_blocks.viz import plot_threshold_diagnostics, plot_training_curves, save_overlay_grid
+
+LOSS_WEIGHTS = ("cls", "cls_early", "c2s", "c2s_early", "s2c", "csc", "energy")
+"""The weighted loss terms of Eq. 11 (and the energy term), each with a weight in ``loss``."""
 
 # ---------------------------------------------------------------------------- model
 
@@ -467,13 +478,56 @@ def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
     ``stop_at`` ends this invocation after that step (with a checkpoint), for
     interrupted runs. Returns the final evaluation (and ``minutes``). On CUDA the
     blocks' value checks are off while it runs (no step waits for the GPU)."""
-    with data_checks_for(resolve_device(cfg["train"]["device"])):
-        return _train(cfg, resume, stop_at)
+    check_config(cfg)
+    device = resolve_device(cfg["train"]["device"])
+    with RunLock(cfg["output_dir"]), StopSignals() as signals, data_checks_for(device):
+        return _train(cfg, resume, stop_at, signals)
 
 
-def _train(cfg: dict, resume: bool, stop_at: int | None) -> dict:
+CONFIG_RULES = {
+    "threads": integer(1), "train.iterations": integer(1), "train.batch_size": integer(1),
+    "train.warmup_iterations": integer(0), "train.lr_warmup_iterations": integer(0),
+    "train.lr": number(0, low_open=True), "train.head_lr_mult": number(0, low_open=True),
+    "train.weight_decay": number(0), "train.poly_power": number(0, low_open=True),
+    "train.ema_momentum": number(0, 1, high_open=True), "train.checkpoint_interval": integer(1),
+    "train.max_nonfinite_steps": integer(1), "eval.interval": integer(1),
+    "eval.batch_size": integer(1), "eval.num_overlays": integer(0), "data.crop_size": integer(1),
+    "data.cpl_eval_images": integer(1), "threshold.fixed": number(0, 1, True, True),
+    **{f"loss.{k}": number(0) for k in LOSS_WEIGHTS},
+}  # fmt: skip
+
+
+def check_config(cfg: dict) -> None:
+    """Check the config's values before any work (types were checked as it loaded).
+
+    Raises:
+        ConfigError: naming the first impossible value: a count or rate out of range,
+            a warm-up longer than the run, dual thresholds with the threshold search.
+    """
+    check_values(cfg, CONFIG_RULES)
+    t = cfg["train"]
+    for key in ("warmup_iterations", "lr_warmup_iterations"):
+        if t[key] > t["iterations"]:
+            raise ConfigError(f"train.{key} ({t[key]}) must not exceed "
+                              f"train.iterations ({t['iterations']})")  # fmt: skip
     if cfg["threshold"]["dynamic"] and cfg["threshold"].get("dual"):
-        raise ValueError("threshold.dual sets fixed bounds; it cannot be used with dynamic: true")
+        raise ConfigError("threshold.dual sets fixed bounds; it cannot be used with "
+                          "threshold.dynamic: true")  # fmt: skip
+
+
+def resume_command(cfg: dict) -> str:
+    """The command that continues this run from its checkpoint."""
+    config = Path(cfg["output_dir"]) / "config.yaml"
+    return f"python examples/cosa/train.py --config {config} --resume"
+
+
+def _train(cfg: dict, resume: bool, stop_at: int | None, signals: StopSignals) -> dict:
+    ckpt_path = Path(cfg["output_dir"]) / "checkpoint.pt"
+    if resume and not ckpt_path.is_file():
+        partial = " (a save did not complete: checkpoint.pt.tmp is partial)" if (
+            ckpt_path.with_name("checkpoint.pt.tmp").is_file()) else ""  # fmt: skip
+        raise FileNotFoundError(f"--resume: no checkpoint {ckpt_path} to resume from{partial}; "
+                                "start the run without --resume")  # fmt: skip
     out_dir, device = start_run(cfg)
     t0 = time.time()
     data = build_data(cfg)
@@ -488,7 +542,8 @@ def _train(cfg: dict, resume: bool, stop_at: int | None) -> dict:
         s, t["iterations"], t["lr_warmup_iterations"], t["poly_power"], t.get("lr_warmup_start")))
     weights = {k: float(v) for k, v in cfg["loss"].items() if k in LOSS_WEIGHTS}
     weights["seg"] = 1.0
-    stepper = Stepper(model, optimizer, scheduler, weights, teacher, t["amp"])
+    stepper = Stepper(model, optimizer, scheduler, weights, teacher, t["amp"],
+                      max_nonfinite=t.get("max_nonfinite_steps", 1))  # fmt: skip
     thresholds = Thresholds(cfg)
     d = cfg["data"]
     views = WeakStrongViews(
@@ -501,9 +556,8 @@ def _train(cfg: dict, resume: bool, stop_at: int | None) -> dict:
     batches = TrainBatches(data.train, t["batch_size"], views, device,
                            d.get("num_workers", 0), cfg["seed"])  # fmt: skip
 
-    ckpt_path = out_dir / "checkpoint.pt"
     start, history = 0, []
-    if resume and ckpt_path.is_file():
+    if resume:
         state = load_checkpoint(ckpt_path, map_location=device)
         model.load_state_dict(state["model"])
         if teacher is not None:
@@ -546,7 +600,7 @@ def _train(cfg: dict, resume: bool, stop_at: int | None) -> dict:
             history.append(r)
             plot_curves(stepper.loss_log, history, cfg["method"], out_dir / "curves.png")
             bar.write(f"step {step + 1}: {format_metrics(r, cfg['method'])}", file=sys.stdout)
-        stop = stop_at is not None and step + 1 >= stop_at
+        stop = (stop_at is not None and step + 1 >= stop_at) or signals.requested is not None
         if (step + 1) % t["checkpoint_interval"] == 0 or last or stop:
             save_checkpoint(ckpt_path, {
                 "model": model.state_dict(),
@@ -563,6 +617,11 @@ def _train(cfg: dict, resume: bool, stop_at: int | None) -> dict:
         if stop:
             break
     bar.close()
+    if signals.requested is not None:
+        name = signal.Signals(signals.requested).name
+        print(f"\n{name}: stopped after step {step + 1}, checkpoint {ckpt_path} written. "
+              f"Continue with:\n  {resume_command(cfg)}")  # fmt: skip
+        raise SystemExit(128 + signals.requested)
     final = history[-1] if history else {}
     final = {**final, "minutes": (time.time() - t0) / 60, "method": cfg["method"],
              "class_names": list(data.class_names)}  # fmt: skip
@@ -591,8 +650,6 @@ def format_metrics(r: dict, method: str) -> str:
     return f"CPL mIoU (train) {100 * r['train_cpl_miou']:.1f}%  {seg}  xi {r['xi']:.3f}{rule}"
 
 
-LOSS_WEIGHTS = ("cls", "cls_early", "c2s", "c2s_early", "s2c", "csc", "energy")
-
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -612,8 +669,11 @@ def main(argv: list[str] | None = None) -> dict:
         help="stop after this step (a checkpoint is written); resume later",
     )
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.set)
-    final = train(cfg, resume=args.resume, stop_at=args.stop_at)
+    try:
+        cfg = load_config(args.config, args.set)
+        final = train(cfg, resume=args.resume, stop_at=args.stop_at)
+    except (ConfigError, FileNotFoundError, NonFiniteLossError) as e:
+        parser.exit(2, f"error: {e}\n")  # one line naming the key, file or step
     if "val_seg_iou" in final:
         print("\nper-class IoU (val, %):\n" + format_iou_table(final["val_seg_iou"],
                                                             final["class_names"]))  # fmt: skip

@@ -56,7 +56,8 @@ def test_paper_configs_build_vit_b16_offline_and_train_one_step(config, voc_tree
     sets = [
         f"data.root={root}", "model.pretrained=false", "train.device=cpu", "data.crop_size=64",
         "data.num_workers=0", "train.batch_size=2", "train.iterations=1",
-        "train.warmup_iterations=0", "eval.interval=1000", "data.cpl_eval_images=1",
+        "train.warmup_iterations=0", "train.lr_warmup_iterations=0", "eval.interval=1000",
+        "data.cpl_eval_images=1",
         "eval.num_overlays=0", "loss.energy_radius=2", f"output_dir={tmp_path / 'run'}",
     ]  # fmt: skip
     cfg = train.load_config(CONFIGS / config, sets)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -67,6 +68,10 @@ def build_adamw(model: torch.nn.Module, lr: float, head_lr_mult: float, weight_d
     )
 
 
+class NonFiniteLossError(FloatingPointError):
+    """Training met non-finite losses it cannot skip (see :class:`Stepper`)."""
+
+
 class Stepper:
     """One optimisation step on a weighted sum of named loss terms.
 
@@ -76,8 +81,11 @@ class Stepper:
     values as device tensors; reading :attr:`loss_log` turns them into numbers, the
     only point where the host waits for the device, so a CUDA step never does.
 
-    A non-finite loss raises FloatingPointError: at once on the CPU; on CUDA when the
-    log is next read (a device-side flag).
+    A non-finite loss: on the CPU the step is skipped (no update of the weights, the
+    optimizer state or the teacher; the schedule advances) and counted in
+    :attr:`skipped`; ``max_nonfinite`` such steps in a row raise
+    :class:`NonFiniteLossError`. On CUDA (where checking would wait for the device)
+    the step runs, and reading the log raises NonFiniteLossError if one was non-finite.
 
     Args:
         model: the trained network.
@@ -87,6 +95,7 @@ class Stepper:
         amp: ``"fp16"`` adds a GradScaler; other modes need none.
         grad_clip: max gradient norm, 0 for none.
         log_every: steps between loss-log entries.
+        max_nonfinite: non-finite steps in a row (CPU) that stop the run, >= 1.
     """
 
     def __init__(
@@ -99,8 +108,14 @@ class Stepper:
         amp: str = "fp32",
         grad_clip: float = 0.0,
         log_every: int = 10,
+        max_nonfinite: int = 1,
     ) -> None:
+        if max_nonfinite < 1:
+            raise ValueError(f"max_nonfinite must be >= 1, got {max_nonfinite}")
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.max_nonfinite = max_nonfinite
+        self.skipped = 0  # non-finite steps skipped in the run so far
+        self._in_a_row = 0
         self.weights = dict(weights)
         self.teacher = teacher
         self.device = next(model.parameters()).device
@@ -114,12 +129,25 @@ class Stepper:
 
     def step(self, i: int, terms: Mapping[str, torch.Tensor], ema_momentum: float | None = None):
         """Optimise one step on ``terms`` (name → 0-d loss); ``ema_momentum`` overrides
-        the teacher's momentum for this update (0.0 copies the model)."""
+        the teacher's momentum for this update (0.0 copies the model). Returns False if
+        the step was skipped for a non-finite loss (CPU), else True."""
         loss = sum(self.weights[k] * v for k, v in terms.items())
         finite = torch.isfinite(loss)
         if self.device.type != "cuda":
             if not finite:
-                raise FloatingPointError(f"non-finite loss at step {i}: {dict(terms)}")
+                self.skipped += 1
+                self._in_a_row += 1
+                bad = {k: float(v.detach()) for k, v in terms.items()}
+                if self._in_a_row >= self.max_nonfinite:
+                    raise NonFiniteLossError(
+                        f"{self._in_a_row} non-finite losses in a row, the last at step {i}: "
+                        f"{bad}; the run stops, its last checkpoint is the last good state"
+                    )
+                warnings.warn(f"non-finite loss at step {i} ({bad}): step skipped", stacklevel=2)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                return False
+            self._in_a_row = 0
         else:
             self._bad |= ~finite
             if self._unread_since is None:
@@ -143,6 +171,7 @@ class Stepper:
         if i % self.log_every == 0:
             values = torch.stack([v.detach().float() for v in terms.values()])
             self._pending.append((i, list(terms), values))
+        return True
 
     @property
     def loss_log(self) -> list[tuple[int, dict[str, float]]]:
@@ -155,7 +184,7 @@ class Stepper:
                 self._log.append((i, dict(zip(names, row, strict=True))))
             self._pending.clear()
             if self.device.type == "cuda" and bool(self._bad):
-                raise FloatingPointError(
+                raise NonFiniteLossError(
                     f"non-finite loss at a step from {self._unread_since} to {self._pending_end}"
                 )
             self._unread_since = None
