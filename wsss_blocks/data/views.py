@@ -279,6 +279,16 @@ def randaug_batch(
     return out
 
 
+def _check_crop_and_scale(crop_size, scale) -> tuple[int, int]:
+    """``crop_size`` as (h, w) after checking it and the rescale range ``scale``."""
+    crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+    if len(crop) != 2 or not all(isinstance(c, int) and c >= 1 for c in crop):
+        raise ValueError(f"crop_size must be an int >= 1 or a pair of them, got {crop_size!r}")
+    if not (len(scale) == 2 and 0.0 < scale[0] <= scale[1] < math.inf):
+        raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
+    return crop
+
+
 class WeakStrongViews:
     """Batched weak / strong views with shared geometry, for teacher–student training.
 
@@ -334,11 +344,7 @@ class WeakStrongViews:
         generator: torch.Generator | None = None,
         magnitude_map: str = "torchvision",
     ) -> None:
-        crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
-        if len(crop) != 2 or not all(isinstance(c, int) and c >= 1 for c in crop):
-            raise ValueError(f"crop_size must be an int >= 1 or a pair of them, got {crop_size!r}")
-        if not (len(scale) == 2 and 0.0 < scale[0] <= scale[1] < math.inf):
-            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
+        crop = _check_crop_and_scale(crop_size, scale)
         for name, p in (("flip_p", flip_p), ("blur_p", blur_p), ("fill", fill)):
             if not (0.0 <= p <= 1.0):
                 raise ValueError(f"{name} must lie in [0, 1], got {p!r}")
@@ -506,11 +512,7 @@ class RandomRescaleCrop:
         scale: tuple[float, float] = (0.5, 2.0),
         fill: float = 0.0,
     ) -> None:
-        crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
-        if len(crop) != 2 or not all(isinstance(c, int) and c >= 1 for c in crop):
-            raise ValueError(f"crop_size must be an int >= 1 or a pair of them, got {crop_size!r}")
-        if not (len(scale) == 2 and 0.0 < scale[0] <= scale[1] < math.inf):
-            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
+        crop = _check_crop_and_scale(crop_size, scale)
         if not 0.0 <= fill <= 1.0:
             raise ValueError(f"fill must lie in [0, 1], got {fill!r}")
         self.crop_size, self.scale, self.fill = crop, (float(scale[0]), float(scale[1])), fill
