@@ -477,7 +477,8 @@ class EvalView:
 class RandomRescaleCrop:
     """Per-sample random rescale and crop, for data sets whose images differ in size.
 
-    The training geometry of the CoSA and ToCo releases: rescale by s ~ U(scale)
+    Modelled on the training geometry of the CoSA and ToCo releases (not pinned against
+    their code by a test; their pad placement may differ): rescale by s ~ U(scale)
     (image bilinear with antialiasing, mask nearest), place the result at a random
     offset on a canvas at least ``crop_size`` large (image ``fill``, mask 255, where
     the image does not reach), and cut a random ``crop_size`` crop. Run it in the data
