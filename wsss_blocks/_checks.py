@@ -51,6 +51,12 @@ def data_checks_enabled() -> bool:
     return _DATA_CHECKS
 
 
+def reads_values(t: torch.Tensor) -> bool:
+    """Whether a data-dependent check should read ``t``: checks are on and ``t`` has
+    values to read (not empty, not on the meta device, where only shapes exist)."""
+    return _DATA_CHECKS and t.numel() > 0 and t.device.type != "meta"
+
+
 def check_tensor(name: str, value: object) -> torch.Tensor:
     """Raise unless ``value`` is a tensor; return it."""
     if not isinstance(value, torch.Tensor):
@@ -74,24 +80,32 @@ def check_float(name: str, t: torch.Tensor) -> None:
 def check_finite(name: str, t: torch.Tensor) -> None:
     """Raise if ``t`` holds NaN or ±inf (this synchronises with the device); skipped
     when data checks are off."""
-    if not (_DATA_CHECKS and t.is_floating_point() and t.numel()):
+    if not (t.is_floating_point() and reads_values(t)):
         return
     if not bool(torch.isfinite(t.detach()).all()):
         raise ValueError(f"{name} must be finite, but it contains NaN or inf")
 
 
+def check_image_batch(name: str, t: torch.Tensor, layout: str = "(B, 3, H, W)") -> None:
+    """Raise unless ``t`` is a 4-D floating, finite tensor (the input of a network):
+    uint8 images get a hint to convert them; finiteness is a data check."""
+    check_ndim(name, t, 4, layout)
+    if t.dtype == torch.uint8:
+        raise ValueError(f"{name} must be a floating-point tensor, got uint8 images; convert "
+                         f"them first, e.g. {name}.float() / 255")  # fmt: skip
+    check_float(name, t)
+    check_finite(name, t)
+
+
 def check_range(name: str, t: torch.Tensor, low: float, high: float) -> None:
     """Raise unless every value of ``t`` lies in ``[low, high]`` (and is finite);
     skipped when data checks are off."""
-    if not _DATA_CHECKS:
+    if not reads_values(t):
         return
     check_finite(name, t)
-    if t.numel():
-        lo, hi = float(t.detach().min()), float(t.detach().max())
-        if lo < low or hi > high:
-            raise ValueError(
-                f"{name} must lie in [{low}, {high}], got values in [{lo:.4g}, {hi:.4g}]"
-            )
+    lo, hi = float(t.detach().min()), float(t.detach().max())
+    if lo < low or hi > high:
+        raise ValueError(f"{name} must lie in [{low}, {high}], got values in [{lo:.4g}, {hi:.4g}]")
 
 
 def check_same_batch(names: Sequence[str], *tensors: torch.Tensor) -> None:
@@ -109,7 +123,7 @@ def check_labels(name: str, labels: torch.Tensor, num_classes: int) -> None:
         raise ValueError(
             f"{name} must have {num_classes} classes in dim 1, got shape {tuple(labels.shape)}"
         )
-    if _DATA_CHECKS and labels.numel() and not bool(((labels == 0) | (labels == 1)).all()):
+    if reads_values(labels) and not bool(((labels == 0) | (labels == 1)).all()):
         raise ValueError(f"{name} must be multi-hot (only 0 and 1), got other values")
 
 
@@ -119,13 +133,23 @@ def check_label_map(
     """Raise unless ``target`` is integer with values in [0, num_classes) or ``ignore_index``."""
     if target.is_floating_point() or target.dtype == torch.bool:
         raise ValueError(f"{name} must be an integer tensor, got dtype {target.dtype}")
-    if _DATA_CHECKS and target.numel():
+    if reads_values(target):
         bad = (target < 0) | ((target >= num_classes) & (target != ignore_index))
         if bool(bad.any()):
             v = int(target[bad][0])
             raise ValueError(
                 f"{name} values must lie in [0, {num_classes - 1}] or be {ignore_index}, got {v}"
             )
+
+
+def check_nonnegative(name: str, t: torch.Tensor, strict: bool = False) -> None:
+    """Raise unless every value of ``t`` is >= 0 (> 0 with ``strict``); skipped when
+    data checks are off."""
+    if reads_values(t):
+        low = float(t.detach().min())
+        if low < 0 or (strict and low == 0):
+            raise ValueError(f"{name} must be {'> 0' if strict else '>= 0'} everywhere, "
+                             f"got a value {low:.4g}")  # fmt: skip
 
 
 def check_positive(name: str, value: float) -> None:
@@ -142,7 +166,7 @@ def check_open_unit(name: str, value: float | torch.Tensor) -> None:
             raise ValueError(
                 f"{name} must be a number or a 1-element tensor, got shape {tuple(value.shape)}"
             )
-        if not _DATA_CHECKS:
+        if not reads_values(value):
             return
         value = float(value.detach())
     v = value

@@ -20,14 +20,23 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from ._checks import check_finite, check_float, check_ndim, check_positive
+from ._checks import (
+    check_finite,
+    check_float,
+    check_image_batch,
+    check_ndim,
+    check_nonnegative,
+    check_positive,
+    reads_values,
+)
 
 
-def _check_affinity(affinity: torch.Tensor) -> None:
-    check_ndim("affinity", affinity, 3, "(B, N, N)")
-    check_float("affinity", affinity)
+def _check_affinity(affinity: torch.Tensor, name: str = "affinity") -> None:
+    check_ndim(name, affinity, 3, "(B, N, N)")
+    check_float(name, affinity)
+    check_finite(name, affinity)
     if affinity.shape[1] != affinity.shape[2]:
-        raise ValueError(f"affinity must be square (B, N, N), got shape {tuple(affinity.shape)}")
+        raise ValueError(f"{name} must be square (B, N, N), got shape {tuple(affinity.shape)}")
 
 
 def nonlocal_affinity(theta: torch.Tensor, phi: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
@@ -113,7 +122,7 @@ class NonLocalAffinity(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """features: (B, D, h, w) float → (B, h·w, h·w) row-stochastic affinity."""
-        check_ndim("features", features, 4, "(B, D, h, w)")
+        check_image_batch("features", features, "(B, D, h, w)")
         return nonlocal_affinity(self.theta(features), self.phi(features), self.scale)
 
 
@@ -143,7 +152,7 @@ def fuse_affinities(affinities: Sequence[torch.Tensor], weights: torch.Tensor) -
     if len(affinities) == 0:
         raise ValueError("affinities must hold at least one (B, N, N) tensor, got none")
     for k, a in enumerate(affinities):
-        _check_affinity(a)
+        _check_affinity(a, f"affinities[{k}]")
         if a.shape != affinities[0].shape:
             raise ValueError(
                 f"affinities[{k}] has shape {tuple(a.shape)}, "
@@ -156,9 +165,9 @@ def fuse_affinities(affinities: Sequence[torch.Tensor], weights: torch.Tensor) -
             f"weights must have shape ({num},) or ({b}, {num}), got {tuple(weights.shape)}"
         )
     check_finite("weights", weights)
-    wd = weights.detach()
-    if wd.numel() and (float(wd.min()) < 0 or float((wd.sum(-1) - 1).abs().max()) > 1e-4):
-        raise ValueError(f"weights must be >= 0 and sum to 1, got {weights.tolist()}")
+    check_nonnegative("weights", weights)
+    if reads_values(weights) and float((weights.detach().sum(-1) - 1).abs().max()) > 1e-4:
+        raise ValueError(f"weights must sum to 1, got {weights.tolist()}")
     w = weights.expand(b, num) if weights.dim() == 1 else weights
     stacked = torch.stack(list(affinities), dim=1)  # (B, K, N, N)
     return (stacked * w[:, :, None, None].to(stacked.dtype)).sum(1)
@@ -239,6 +248,7 @@ def propagate(affinity: torch.Tensor, maps: torch.Tensor, steps: int = 1) -> tor
     _check_affinity(affinity)
     check_ndim("maps", maps, 4, "(B, K, h, w)")
     check_float("maps", maps)
+    check_finite("maps", maps)
     b, k, h, w = maps.shape
     if affinity.shape[0] != b or affinity.shape[1] != h * w:
         raise ValueError(

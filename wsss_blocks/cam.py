@@ -19,7 +19,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._checks import check_finite, check_float, check_labels, check_ndim, check_positive
+from ._checks import (
+    check_finite,
+    check_float,
+    check_image_batch,
+    check_labels,
+    check_ndim,
+    check_positive,
+)
 
 POOLINGS = ("gmp", "gap", "cam-max")
 """Image-logit poolings: ``"gmp"`` and ``"gap"`` pool the features (CoSA Eq. 1),
@@ -138,7 +145,7 @@ def pooled_logits(
         return classifier(features).amax(dim=(2, 3))
     pooled = features.amax(dim=(2, 3)) if pooling == "gmp" else features.mean(dim=(2, 3))
     # a 1×1 map through the conv: same weights, dtype handling and autocast as the CAM
-    return classifier(pooled[:, :, None, None]).view(pooled.shape[0], -1)
+    return classifier(pooled[:, :, None, None]).flatten(1)  # (B, C), also for B = 0
 
 
 def normalize_cam(
@@ -338,7 +345,13 @@ class TimmFeatures(nn.Module):
             self.channels = [int(model.feature_info[i]["num_chs"]) for i in self.indices]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Return one (B, D_k, h_k, w_k) map per requested index, in that order."""
+        """Return one (B, D_k, h_k, w_k) map per requested index, in that order.
+
+        Raises:
+            ValueError: ``x`` not a 4-D floating tensor (uint8 images are named), or
+                not finite (a data check).
+        """
+        check_image_batch("x", x, "(B, C_in, H, W)")
         maps = self.model.forward_intermediates(
             x, indices=self._depth_order, output_fmt="NCHW", intermediates_only=True, **self._extra
         )
@@ -417,7 +430,7 @@ class CAMExtractor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> CAMOutput:
         """Args: x, (B, 3, H, W) float image batch (already normalised for the backbone)."""
-        check_ndim("x", x, 4, "(B, 3, H, W)")
+        check_image_batch("x", x)
         maps = self.features(x)
         features = maps[-1]
         cam = self.classifier(features)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import IGNORE_INDEX, check_float, check_label_map, check_labels, check_ndim
+from ._checks import (
+    IGNORE_INDEX,
+    check_finite,
+    check_float,
+    check_label_map,
+    check_labels,
+    check_ndim,
+)
 
 MIOU_AVERAGES = ("present", "gt")
 """The class sets :class:`MeanIoU` can average over: GT ∪ prediction, or GT only."""
@@ -64,8 +71,11 @@ class MeanIoU:
             pred: predicted class indices, integer, any shape, values in [0, K).
             target: ground truth of the same shape, values in [0, K) or ``ignore_index``.
         Raises:
-            ValueError: on shape mismatch, float input or values out of range.
+            ValueError: on shape mismatch, float input, meta tensors or values out of range.
         """
+        if "meta" in (pred.device.type, target.device.type):
+            raise ValueError("pred and target must hold values (a metric counts them), "
+                             "got meta tensors")  # fmt: skip
         if pred.shape != target.shape:
             raise ValueError(
                 f"pred shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}"
@@ -121,6 +131,7 @@ def mask_absent_classes(seg_logits: torch.Tensor, labels: torch.Tensor) -> torch
     """
     check_ndim("seg_logits", seg_logits, 4, "(B, C+1, H, W)")
     check_float("seg_logits", seg_logits)
+    check_finite("seg_logits", seg_logits)  # (a NaN would win no argmax and lose none)
     check_labels("labels", labels, seg_logits.shape[1] - 1)
     if labels.shape[0] != seg_logits.shape[0]:
         raise ValueError(

@@ -8,9 +8,11 @@ import torch.nn.functional as F
 
 from ._checks import (
     IGNORE_INDEX,
+    check_finite,
     check_float,
     check_labels,
     check_ndim,
+    check_nonnegative,
     check_open_unit,
     check_positive,
     check_range,
@@ -188,9 +190,8 @@ def raw_weights(perplexity: torch.Tensor, valid: torch.Tensor | None = None) -> 
         Yang et al., CoSA, ECCV 2024, Eq. (5) and Sec. 3.2 (RAW).
     """
     check_float("perplexity", perplexity)
-    check_range("perplexity", perplexity, 0.0, float("inf"))
-    if perplexity.numel() and float(perplexity.detach().min()) <= 0:
-        raise ValueError("perplexity must be > 0 everywhere, got a value <= 0")
+    check_finite("perplexity", perplexity)
+    check_nonnegative("perplexity", perplexity, strict=True)
     reliability = perplexity.detach().reciprocal()
     if valid is None:
         valid = torch.ones_like(reliability, dtype=torch.bool)

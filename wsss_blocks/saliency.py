@@ -142,6 +142,8 @@ def border_prior_saliency(
     if not isinstance(border, int) or not 1 <= border <= min(h, w) // 2:
         raise ValueError(f"border must be an integer in [1, {min(h, w) // 2}], got {border!r}")
     check_positive("regularization", regularization)
+    if images.device.type == "meta":  # shape inference: the per-image solve has no meta form
+        return images.new_empty(images.shape[0], h, w, dtype=torch.float32)
     lab = rgb_to_lab(images.float())
     edge = torch.ones(h, w, dtype=torch.bool, device=images.device)
     edge[border:-border, border:-border] = False
@@ -408,7 +410,7 @@ def saliency_loss(
         target: s, (B, H, W) float in [0, 1], the saliency pseudo-label (soft or 0/1).
         valid: optional (B, H, W) bool, False on pixels to skip (e.g. crop padding).
     Returns:
-        0-d loss ≥ 0.
+        0-d loss ≥ 0; 0 for an empty batch.
     Raises:
         ValueError: on wrong shapes, non-finite logits or targets outside [0, 1].
     Example:
@@ -432,7 +434,7 @@ def saliency_loss(
         logits[:, 0], target.detach().to(logits.dtype), reduction="none"
     )
     if valid is None:
-        return bce.mean()
+        return bce.mean() if bce.numel() else bce.sum()  # an empty batch: 0
     if tuple(valid.shape) != (b, h, w) or valid.dtype != torch.bool:
         raise ValueError(
             f"valid must be a bool tensor of shape {(b, h, w)}, "

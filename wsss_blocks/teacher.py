@@ -7,6 +7,8 @@ import copy
 import torch
 import torch.nn as nn
 
+from ._checks import check_finite
+
 
 def _checked_momentum(momentum: float) -> float:
     """``momentum`` as a float; ValueError unless it lies in [0, 1] (NaN does not)."""
@@ -69,7 +71,8 @@ class EMATeacher(nn.Module):
                 end of a warm-up).
         Raises:
             ValueError: if ``student`` does not have the teacher's parameter/buffer names,
-                shapes and dtypes, or ``momentum`` is outside [0, 1].
+                shapes and dtypes, holds a non-finite value (a data check: the teacher
+                would keep it for good), or ``momentum`` is outside [0, 1].
         """
         m = self.momentum if momentum is None else _checked_momentum(momentum)
         t_state = self.module.state_dict()
@@ -86,6 +89,7 @@ class EMATeacher(nn.Module):
                     f"teacher's has {tuple(t.shape)} / {t.dtype}"
                 )
             if t.is_floating_point():
+                check_finite(f"student tensor {name!r}", s)
                 floats_t.append(t)
                 floats_s.append(s.detach())
             else:

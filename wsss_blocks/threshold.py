@@ -24,7 +24,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import check_float, check_range, check_tensor
+from ._checks import (
+    check_finite,
+    check_float,
+    check_nonnegative,
+    check_range,
+    check_tensor,
+)
 
 __all__ = [
     "GMMThresholdSearcher",
@@ -287,9 +293,14 @@ def gmm_crossing(pi: torch.Tensor, mu: torch.Tensor, std: torch.Tensor) -> torch
     the means coincide), ξ* falls back to the midpoint (μ_bg + μ_fg) / 2.
 
     Args:
-        pi, mu, std: (2,) floating tensors, weights, means and standard deviations (> 0).
+        pi, mu, std: (2,) floating tensors, weights (>= 0), means and standard deviations
+            (> 0), all finite.
     Returns:
-        0-d tensor ξ*, dtype of ``mu``, on its device (no host synchronisation).
+        0-d tensor ξ*, dtype of ``mu``, on its device (no host synchronisation when the
+        data checks are off, see :func:`wsss_blocks.set_data_checks`).
+    Raises:
+        ValueError: naming the argument that is not a (2,) floating tensor, is not
+            finite, or has a weight < 0 or a deviation <= 0.
     Example:
         >>> t = lambda *v: torch.tensor(v, dtype=torch.float64)
         >>> round(float(gmm_crossing(t(0.5, 0.5), t(0.2, 0.8), t(0.1, 0.1))), 6)
@@ -300,6 +311,20 @@ def gmm_crossing(pi: torch.Tensor, mu: torch.Tensor, std: torch.Tensor) -> torch
     Reference:
         Yang et al., CoSA, ECCV 2024, Eq. (6).
     """
+    for name, t in (("pi", pi), ("mu", mu), ("std", std)):
+        check_tensor(name, t)
+        if tuple(t.shape) != (2,):
+            raise ValueError(f"{name} must have shape (2,) (one value per component), "
+                             f"got {tuple(t.shape)}")  # fmt: skip
+        check_float(name, t)
+        check_finite(name, t)
+    check_nonnegative("pi", pi)
+    check_nonnegative("std", std, strict=True)
+    return _gmm_crossing(pi, mu, std)
+
+
+def _gmm_crossing(pi: torch.Tensor, mu: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """:func:`gmm_crossing` without input checks (the searcher's own fitted mixture)."""
     order = torch.argsort(mu)
     p, m, v = torch.stack((pi, mu, std * std))[:, order].unbind()  # background first
     # log π N(x|μ, σ²) = −x²/(2σ²) + (μ/σ²) x + log(π/σ) − μ²/(2σ²) + const, per component;
@@ -663,7 +688,7 @@ class GMMThresholdSearcher(nn.Module):
             )
         var_c = sheppard_variances(var, self.bin_width, self.reg_covar)
         if self.policy == "paper":
-            xi = gmm_crossing(pi, mu, var_c.sqrt())
+            xi = _gmm_crossing(pi, mu, var_c.sqrt())
             fitted = torch.stack((xi, xi))
         else:
             fitted = torch.stack(hard_split_bounds(w, centres, pi, mu, var_c))

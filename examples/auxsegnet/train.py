@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import os
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -51,14 +51,24 @@ from wsss_blocks.saliency import (
     saliency_loss,
 )
 from wsss_blocks.training import (
+    DistInfo,
     Stepper,
     autocast,
     build_adamw,
     build_data,
+    distributed,
+    eval_batches,
     load_config,
     progress_bar,
+    rank_and_world,
+    resolve_device,
+    sample_indices,
     save_checkpoint,
+    seed_everything,
     start_run,
+    sum_over_ranks_,
+    unwrap,
+    wrap_ddp,
     write_metrics,
 )
 from wsss_blocks.viz import plot_training_curves, save_overlay_grid
@@ -205,27 +215,27 @@ def unpack(packed: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 @torch.no_grad()
-def evaluate(net, val_set, cfg, out_dir: Path, stage: int) -> dict:
-    """Segmentation mIoU on val for S and for the refined A·S, and an overlay PNG."""
+def evaluate(net, val_set, cfg, out_dir: Path, stage: int, figures: bool = True) -> dict:
+    """Segmentation mIoU on val for S and for the refined A·S, and (``figures``) an
+    overlay PNG. Under torchrun each rank scores its shard; every rank gets the result."""
     net.eval()
     k = val_set.num_classes + 1
     plain, refined = MeanIoU(k), MeanIoU(k)
     images, masks, labels = val_set.tensors()
-    bs = cfg["eval"]["batch_size"]
     device = next(net.parameters()).device
-    for i in range(0, len(val_set), bs):
-        x = images[i : i + bs].to(device).float() / 255
+    rank, world = rank_and_world()
+    for x, gt, _ in eval_batches(val_set, cfg["eval"]["batch_size"], device=device,
+                                 rank=rank, world_size=world):  # fmt: skip
         with amp(cfg, x):
             out = net(x)
-        gt = masks[i : i + bs].to(device).long()
         plain.update(upsample(out.seg.float(), x.shape[-2:]).argmax(1), gt)
         refined.update(upsample(out.seg_refined.float(), x.shape[-2:]).argmax(1), gt)
-    result = {
-        "val_seg_miou": plain.compute()["miou"],
-        "val_refined_miou": refined.compute()["miou"],
-    }
+    for meter in (plain, refined):
+        sum_over_ranks_(meter.confusion)
+    result = {"val_seg_miou": plain.compute()["miou"],
+              "val_refined_miou": refined.compute()["miou"]}  # fmt: skip
 
-    n = cfg["eval"]["num_overlays"]
+    n = cfg["eval"]["num_overlays"] if figures else 0
     if n:
         x = images[:n].to(device).float() / 255
         lab, gt = labels[:n].to(device), masks[:n].to(device).long()
@@ -305,26 +315,38 @@ def plot_curves(loss_log: list, history: list, path: Path) -> None:
 
 def train(cfg: dict) -> dict:
     """Train all stages as ``cfg`` says; returns the final metrics and the per-stage
-    history (also written to ``output_dir/metrics.json``)."""
-    out_dir, device = start_run(cfg)
+    history (also written to ``output_dir/metrics.json``). Under ``torchrun`` each
+    process trains on its shard (DDP), the pseudo-labels of the whole split are made
+    on every rank from the same network, and rank 0 writes."""
     if cfg["data"]["name"] != "mfseg":
         raise ValueError("data.name must be 'mfseg' for the AuxSegNet example: it keeps the "
                          "pseudo-labels of the whole train split in memory")  # fmt: skip
+    with distributed(resolve_device(cfg["train"]["device"])) as (dist, device):
+        return _train(cfg, dist, device)
 
+
+def _train(cfg: dict, dist: DistInfo, device: torch.device) -> dict:
+    say = print if dist.is_main else (lambda *a, **k: None)
+    out_dir, device = start_run(cfg, device, dist)
     t0 = time.time()
     data = build_data(cfg)
     train_set, val_set = data.train, data.val
     images, masks, labels = train_set.tensors()
     sal_input, sal_origin = saliency_input(cfg, images)
-    print(f"data: {train_set!r}\n      {val_set!r}\nsaliency: {sal_origin} "
-          f"({time.time() - t0:.1f} s)")  # fmt: skip
+    t = cfg["train"]
+    say(f"data: {train_set!r}\n      {val_set!r}\nsaliency: {sal_origin} "
+        f"({time.time() - t0:.1f} s)\nbatch: {t['batch_size']} per process x "
+        f"{dist.world_size} process(es)")  # fmt: skip
     num_classes = train_set.num_classes + 1
 
-    t = cfg["train"]
     model = AuxSegNet(train_set.num_classes, cfg["model"]).to(device)
     if t["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     teacher = EMATeacher(model, t["ema_momentum"]) if t["use_teacher"] else None
+    ddp_model = wrap_ddp(model, device, t.get("sync_batchnorm", False))
+    model = unwrap(ddp_model)
+    if dist.enabled:  # initialisations agree; augmentation streams differ per rank
+        seed_everything(cfg["seed"] + dist.rank)
     eval_net = teacher.module if teacher is not None else model
     optimizer = build_adamw(model, t["lr"], t["head_lr_mult"], t["weight_decay"])
     total = t["warmup_iterations"] + t["stages"] * t["stage_iterations"]
@@ -348,47 +370,52 @@ def train(cfg: dict) -> dict:
             record["train_pl_ignored"] = float((y_all == IGNORE_INDEX).float().mean())
             s_bin = s_all >= cfg["pseudo_labels"]["saliency_threshold"]
             record["train_saliency_iou"] = float((s_bin * fg).sum() / ((s_bin + fg) > 0).sum())
-            print(f"stage {stage}: pseudo-labels mIoU (train) "
-                       f"{100 * record['train_pl_miou']:.1f}%, "
-                       f"ignored {100 * record['train_pl_ignored']:.1f}%, saliency IoU "
-                       f"{100 * record['train_saliency_iou']:.1f}%", file=sys.stdout)  # fmt: skip
+            say(f"stage {stage}: pseudo-labels mIoU (train) "
+                f"{100 * record['train_pl_miou']:.1f}%, "
+                f"ignored {100 * record['train_pl_ignored']:.1f}%, saliency IoU "
+                f"{100 * record['train_saliency_iou']:.1f}%")  # fmt: skip
         packed_all = pack(y_all, s_all)
         iters = t["warmup_iterations"] if stage == 0 else t["stage_iterations"]
-        bar = progress_bar(iters, desc=f"auxsegnet stage {stage}")
+        bar = progress_bar(iters, desc=f"auxsegnet stage {stage}", disable=not dist.is_main)
         for _ in range(iters):
             model.train()
-            idx = torch.randint(0, len(train_set), (t["batch_size"],))
+            idx = sample_indices(len(train_set), t["batch_size"], dist.rank, dist.world_size)
             x_all, packed_batch = images[idx].to(device), packed_all[idx].to(device)
             _, x, packed, valid = views(x_all.float() / 255, packed_batch, return_valid=True)
             y, s = unpack(packed, valid)
             if t["channels_last"]:
                 x = x.contiguous(memory_format=torch.channels_last)
             batch = (x, labels[idx].to(device), y, s, valid)
-            stepper.step(step, step_losses(model, batch, weights, stage, cfg))
+            stepper.step(step, step_losses(ddp_model, batch, weights, stage, cfg))
             bar.update()
-            if step % (stepper.log_every * (1 if device.type == "cpu" else 20)) == 0:
+            show_every = stepper.log_every * (1 if device.type == "cpu" else 20)
+            if dist.is_main and step % show_every == 0:  # reading the log waits for the device
                 post = {k: f"{v:.3f}" for k, v in stepper.loss_log[-1][1].items()}
                 bar.set_postfix(post, refresh=False)
             step += 1
         bar.close()
-        record.update(evaluate(eval_net, val_set, cfg, out_dir, stage))
+        record.update(evaluate(eval_net, val_set, cfg, out_dir, stage, dist.is_main))
         record["fusion_weights"] = model.fusion.weights.detach().tolist()
         record["minutes"] = (time.time() - ts) / 60
         record["step"] = step
         history.append(record)
-        plot_curves(stepper.loss_log, history, out_dir / "curves.png")
-        print(f"stage {stage}: segmentation mIoU (val) {100 * record['val_seg_miou']:.1f}% "
-                   f"(refined A.S {100 * record['val_refined_miou']:.1f}%), "
-                   f"{record['minutes']:.1f} min", file=sys.stdout)  # fmt: skip
-        with open(out_dir / "metrics.json", "w") as f:  # per stage: a cut-off run keeps them
-            json.dump({"history": history, "losses": stepper.loss_log}, f, indent=1)
-        save_checkpoint(out_dir / "checkpoint.pt", {
-            "model": model.state_dict(),
-            "teacher": teacher.state_dict() if teacher is not None else None,
-            "stage": stage, "step": step, "history": history, "config": cfg,
-        })  # fmt: skip
-    final = {**history[-1], "minutes": (time.time() - t0) / 60, "method": cfg["method"]}
-    write_metrics(out_dir, final, history, stepper.loss_log)
+        say(f"stage {stage}: segmentation mIoU (val) {100 * record['val_seg_miou']:.1f}% "
+            f"(refined A.S {100 * record['val_refined_miou']:.1f}%), "
+            f"{record['minutes']:.1f} min")  # fmt: skip
+        if dist.is_main:
+            plot_curves(stepper.loss_log, history, out_dir / "curves.png")
+            with open(out_dir / "metrics.json", "w") as f:  # per stage: a cut-off run keeps them
+                json.dump({"history": history, "losses": stepper.loss_log}, f, indent=1)
+            save_checkpoint(out_dir / "checkpoint.pt", {
+                "model": model.state_dict(),
+                "teacher": teacher.state_dict() if teacher is not None else None,
+                "stage": stage, "step": step, "history": history, "config": cfg,
+                "world_size": dist.world_size,
+            })  # fmt: skip
+    final = {**history[-1], "minutes": (time.time() - t0) / 60, "method": cfg["method"],
+             "world_size": dist.world_size}  # fmt: skip
+    if dist.is_main:
+        write_metrics(out_dir, final, history, stepper.loss_log)
     return final
 
 
@@ -400,6 +427,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.set)
     final = train(cfg)
+    if os.environ.get("RANK", "0") != "0":
+        return final  # under torchrun rank 0 reports
     print(
         f"\nFINAL (auxsegnet, {final['minutes']:.1f} min): segmentation mIoU (val) "
         f"{100 * final['val_seg_miou']:.1f}% (refined {100 * final['val_refined_miou']:.1f}%)"

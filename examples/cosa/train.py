@@ -13,6 +13,9 @@ shapes (see docs/). One step follows Eq. 11 of Yang et al., CoSA, ECCV 2024:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import signal
 import sys
 import time
@@ -47,31 +50,42 @@ from wsss_blocks.data import WeakStrongViews
 from wsss_blocks.models import load_weights_by_position, packaged_weights_path, upsample
 from wsss_blocks.training import (
     ConfigError,
+    DistInfo,
     NonFiniteLossError,
     RunLock,
     Stepper,
     StopSignals,
     TrainBatches,
+    any_rank,
     autocast,
     build_adamw,
     build_data,
+    check_resume_config,
     check_values,
     data_checks_for,
+    distributed,
     eval_batches,
     evaluate_segmentation,
     format_iou_table,
+    gather_objects,
     integer,
     load_checkpoint,
     load_config,
     number,
     overlay_batch,
+    parameter_digest,
     poly_lr_factor,
     progress_bar,
+    rank_and_world,
     resolve_device,
     rng_state,
     save_checkpoint,
+    seed_everything,
     set_rng_state,
     start_run,
+    sum_over_ranks_,
+    unwrap,
+    wrap_ddp,
     write_metrics,
 )
 from wsss_blocks.viz import plot_threshold_diagnostics, plot_training_curves, save_overlay_grid
@@ -269,8 +283,9 @@ def grid_valid(valid: torch.Tensor, size) -> torch.Tensor:
 
 def cosa_losses(model, teacher, views, labels, step, thresholds, cfg) -> dict:
     """All terms of Eq. 11 (and the optional energy term) for one batch; ``views`` are
-    (weak, strong, valid) with valid (B, H, W) False on crop padding. Returns name →
-    0-d loss (weighted later)."""
+    (weak, strong, valid) with valid (B, H, W) False on crop padding; ``model`` is the
+    ON (DDP-wrapped under torchrun: only its trained forward goes through the wrapper).
+    Returns name → 0-d loss (weighted later)."""
     x_weak, x_strong, valid = views
     w = cfg["loss"]
     size = x_strong.shape[-2:]
@@ -283,8 +298,9 @@ def cosa_losses(model, teacher, views, labels, step, thresholds, cfg) -> dict:
         return losses  # warm-up: classification only
 
     # Assignment network: the EMA teacher on the weak view, or the ON itself (detached).
-    an_net = teacher if teacher is not None else model
-    has_early = model.cam_extractor.early_classifier is not None
+    on_net = unwrap(model)
+    an_net = teacher if teacher is not None else on_net
+    has_early = on_net.cam_extractor.early_classifier is not None
     early = has_early and bool(w["c2s_early"] or w["csc"])
     cam, cam_d, seg_an = an_pass(an_net, x_weak, labels, cfg, early)
     seg = upsample(out.seg.float(), size)
@@ -397,20 +413,23 @@ def segmentation_miou(net, data, cfg, num_classes, scales=(1.0,), flip=False,
     ``scales``/``flip``."""
     device = next(net.parameters()).device
     e = cfg["eval"]
+    rank, world = rank_and_world()  # under torchrun each rank scores its shard
     batches = eval_batches(data, batch_size or e["batch_size"],
-                           num_workers=cfg["data"].get("num_workers", 0), device=device)
+                           num_workers=cfg["data"].get("num_workers", 0), device=device,
+                           rank=rank, world_size=world)  # fmt: skip
     return evaluate_segmentation(
         lambda im: net(im).seg, batches, num_classes, scales, flip, tag_masked,
         e.get("miou_average", "present"), e.get("window"),
-        autocast=lambda: autocast(device, cfg["train"]["amp"]),
+        autocast=lambda: autocast(device, cfg["train"]["amp"]), reduce_over_ranks=world > 1,
     )  # fmt: skip
 
 
 @torch.no_grad()
-def evaluate(net, on_net, data, thresholds, cfg, step, out_dir) -> dict:
+def evaluate(net, on_net, data, thresholds, cfg, step, out_dir, figures=True) -> dict:
     """CPL mIoU on (part of) the train split, segmentation mIoU on val (of the AN
     ``net``, and of the ON ``on_net`` when ``eval.on_too`` and it differs: the release
-    keeps the better), and the overlay PNGs."""
+    keeps the better), and with ``figures`` the overlay PNGs. Under torchrun every rank
+    scores its shard and gets the whole result; only rank 0 asks for figures."""
     net.eval()
     num_classes = data.num_classes + 1
     e = cfg["eval"]
@@ -435,19 +454,22 @@ def evaluate(net, on_net, data, thresholds, cfg, step, out_dir) -> dict:
         xi_d = thresholds.current("xi_dagger")
         early = cfg["model"]["early_index"] is not None and cfg["loss"]["cls_early"] > 0
         batches = eval_batches(data.cpl, e["batch_size"], cfg["data"]["cpl_eval_images"],
-                               cfg["data"].get("num_workers", 0), device)  # fmt: skip
+                               cfg["data"].get("num_workers", 0), device,
+                               *rank_and_world())  # fmt: skip
         for x, gt, lab in batches:
             cam, cam_d, _ = an_pass(net, x, lab, cfg, early)
             cpl_miou.update(pseudo_labels(cam, lab, xi, cfg)[0], gt)
             if early:
                 early_miou.update(pseudo_labels(cam_d, lab, xi_d, cfg)[0], gt)
+        for meter in (cpl_miou, early_miou):
+            sum_over_ranks_(meter.confusion)
         result["train_cpl_miou"] = cpl_miou.compute()["miou"]
         if early:
             result["train_cpl_early_miou"] = early_miou.compute()["miou"]
             result["xi_dagger"] = float(xi_d)
     result["xi"] = float(xi)
 
-    k = e["num_overlays"]
+    k = e["num_overlays"] if figures else 0
     if k:
         size = (cfg["data"]["crop_size"],) * 2 if data.name != "mfseg" else None
         x, gt, lab = overlay_batch(data.val, k, size or data.val.tensors()[0].shape[-2:], device)
@@ -477,11 +499,16 @@ def train(cfg: dict, resume: bool = False, stop_at: int | None = None) -> dict:
     """Train as ``cfg`` says; ``resume`` continues from ``output_dir/checkpoint.pt``;
     ``stop_at`` ends this invocation after that step (with a checkpoint), for
     interrupted runs. Returns the final evaluation (and ``minutes``). On CUDA the
-    blocks' value checks are off while it runs (no step waits for the GPU)."""
+    blocks' value checks are off while it runs (no step waits for the GPU).
+
+    Launched by ``torchrun --nproc_per_node=N``, each process trains on its shard with
+    ``train.batch_size`` images (effective batch N x that), gradients averaged by DDP;
+    rank 0 alone holds the output_dir lock and writes files."""
     check_config(cfg)
-    device = resolve_device(cfg["train"]["device"])
-    with RunLock(cfg["output_dir"]), StopSignals() as signals, data_checks_for(device):
-        return _train(cfg, resume, stop_at, signals)
+    with distributed(resolve_device(cfg["train"]["device"])) as (dist, device):
+        lock = RunLock(cfg["output_dir"]) if dist.is_main else contextlib.nullcontext()
+        with lock, StopSignals() as signals, data_checks_for(device):
+            return _train(cfg, resume, stop_at, signals, dist, device)
 
 
 CONFIG_RULES = {
@@ -515,28 +542,54 @@ def check_config(cfg: dict) -> None:
                           "threshold.dynamic: true")  # fmt: skip
 
 
-def resume_command(cfg: dict) -> str:
-    """The command that continues this run from its checkpoint."""
+RESUME_MAY_CHANGE = ("threads", "output_dir", "eval.", "data.num_workers", "train.device",
+                     "train.checkpoint_interval", "train.max_nonfinite_steps",
+                     "train.check_rank_sync")  # fmt: skip
+"""Keys a resumed run may change (``eval.``: the whole section); any other change is an
+error (:func:`~wsss_blocks.training.check_resume_config`)."""
+
+
+def resume_command(cfg: dict, dist: DistInfo | None = None) -> str:
+    """The command that continues this run from its checkpoint (with torchrun and the
+    same number of processes for a distributed run)."""
     config = Path(cfg["output_dir"]) / "config.yaml"
-    return f"python examples/cosa/train.py --config {config} --resume"
+    launcher = f"torchrun --nproc_per_node={dist.world_size}" if dist and dist.enabled else (
+        "python")  # fmt: skip
+    return f"{launcher} examples/cosa/train.py --config {config} --resume"
 
 
-def _train(cfg: dict, resume: bool, stop_at: int | None, signals: StopSignals) -> dict:
+def _train(cfg: dict, resume: bool, stop_at: int | None, signals: StopSignals,
+           dist: DistInfo, device: torch.device) -> dict:  # fmt: skip
+    say = print if dist.is_main else (lambda *a, **k: None)
+    if cfg["train"].get("sync_batchnorm") and device.type != "cuda":
+        raise ConfigError("train.sync_batchnorm needs CUDA (torch's SyncBatchNorm); "
+                          f"this run is on {device}")  # fmt: skip
     ckpt_path = Path(cfg["output_dir"]) / "checkpoint.pt"
-    if resume and not ckpt_path.is_file():
-        partial = " (a save did not complete: checkpoint.pt.tmp is partial)" if (
-            ckpt_path.with_name("checkpoint.pt.tmp").is_file()) else ""  # fmt: skip
-        raise FileNotFoundError(f"--resume: no checkpoint {ckpt_path} to resume from{partial}; "
-                                "start the run without --resume")  # fmt: skip
-    out_dir, device = start_run(cfg)
+    state = None
+    if resume:  # checked before anything of the run is overwritten
+        if not ckpt_path.is_file():
+            partial = " (a save did not complete: checkpoint.pt.tmp is partial)" if (
+                ckpt_path.with_name("checkpoint.pt.tmp").is_file()) else ""  # fmt: skip
+            raise FileNotFoundError(f"--resume: no checkpoint {ckpt_path} to resume "
+                                    f"from{partial}; start the run without --resume")  # fmt: skip
+        state = load_checkpoint(ckpt_path, map_location=device)
+        for change in check_resume_config(state["config"], cfg, RESUME_MAY_CHANGE):
+            say(f"resume: {change}")
+    out_dir, device = start_run(cfg, device, dist)
     t0 = time.time()
     data = build_data(cfg)
-    print(f"data: {data.train!r}\n      {data.val!r} ({time.time() - t0:.1f} s)\n"
-          f"device: {device}, amp: {cfg['train']['amp']}")  # fmt: skip
-    model = build_model(cfg, data.num_classes).to(device)
-    use_teacher = cfg["method"] == "cosa" and cfg["train"]["use_teacher"]
-    teacher = EMATeacher(model, cfg["train"]["ema_momentum"]) if use_teacher else None
     t = cfg["train"]
+    b, w = t["batch_size"], dist.world_size
+    say(f"data: {data.train!r}\n      {data.val!r} ({time.time() - t0:.1f} s)\n"
+        f"device: {device}, amp: {t['amp']}, batch: {b} per process x {w} process(es) "
+        f"= {b * w} per step")  # fmt: skip
+    model = build_model(cfg, data.num_classes).to(device)
+    use_teacher = cfg["method"] == "cosa" and t["use_teacher"]
+    teacher = EMATeacher(model, t["ema_momentum"]) if use_teacher else None
+    ddp_model = wrap_ddp(model, device, t.get("sync_batchnorm", False))
+    model = unwrap(ddp_model)  # (a SyncBatchNorm conversion replaces modules inside)
+    if dist.enabled:  # initialisations agree (seeded alike); augmentation streams differ
+        seed_everything(cfg["seed"] + dist.rank)
     optimizer = build_adamw(model, t["lr"], t["head_lr_mult"], t["weight_decay"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: poly_lr_factor(
         s, t["iterations"], t["lr_warmup_iterations"], t["poly_power"], t.get("lr_warmup_start")))
@@ -553,24 +606,37 @@ def _train(cfg: dict, resume: bool, stop_at: int | None, signals: StopSignals) -
         scale=tuple(d["view_scale"]) if data.name == "mfseg" else (1.0, 1.0),
         magnitude_map=d.get("randaug_magnitudes", "torchvision"),
     )
-    batches = TrainBatches(data.train, t["batch_size"], views, device,
-                           d.get("num_workers", 0), cfg["seed"])  # fmt: skip
+    batches = TrainBatches(data.train, t["batch_size"], views, device, d.get("num_workers", 0),
+                           cfg["seed"], dist.rank, dist.world_size)  # fmt: skip
 
     start, history = 0, []
-    if resume:
-        state = load_checkpoint(ckpt_path, map_location=device)
+    if state is not None:
         model.load_state_dict(state["model"])
         if teacher is not None:
             teacher.load_state_dict(state["teacher"])
         stepper.load_state_dict(state)
         thresholds.load_state_dict(state["thresholds"])
-        set_rng_state(state["rng"])
         start, history = state["step"], state["history"]
-        print(f"resumed from {ckpt_path} at step {start}")
+        batches.epoch = state.get("data_epoch", 0)  # disk data: continues with a new epoch
+        rngs, saved_world = state["rng"], state.get("world_size", 1)
+        rngs = rngs if isinstance(rngs, list) else [rngs]
+        if saved_world == dist.world_size:
+            set_rng_state(rngs[dist.rank])
+        else:
+            seed_everything(cfg["seed"] + dist.rank + 1000 * start)
+            say(f"resume: world size {saved_world} -> {dist.world_size}: the batch per step "
+                f"is now {t['batch_size'] * dist.world_size} (was "
+                f"{t['batch_size'] * saved_world}), the shards and random streams are "
+                "new, so the continuation is not bit-for-bit that of either size")  # fmt: skip
+        say(f"resumed from {ckpt_path} at step {start}")
+    del state
 
     eval_net = teacher.module if teacher is not None else model
+    sync_log = RankSyncLog(out_dir, dist) if t.get("check_rank_sync") else None
     show_every = stepper.log_every * (1 if device.type == "cpu" else 20)
-    bar = progress_bar(t["iterations"], start, cfg["method"])
+    bar = progress_bar(t["iterations"], start, cfg["method"], disable=not dist.is_main)
+    stop_requested = False
+    loop_start, outside_steps, steps_run = time.time(), 0.0, 0  # throughput: steps' time
     for step in range(start, t["iterations"]):
         model.train()
         b = batches.next()
@@ -579,16 +645,19 @@ def _train(cfg: dict, resume: bool, stop_at: int | None, signals: StopSignals) -
             x_weak = x_weak.contiguous(memory_format=torch.channels_last)
             x_strong = x_strong.contiguous(memory_format=torch.channels_last)
         if cfg["method"] == "supervised":
-            terms = supervised_losses(model, (x_weak, x_strong), mask, cfg)
+            terms = supervised_losses(ddp_model, (x_weak, x_strong), mask, cfg)
         else:
             terms = cosa_losses(
-                model, teacher, (x_weak, x_strong, valid), b.labels, step, thresholds, cfg
+                ddp_model, teacher, (x_weak, x_strong, valid), b.labels, step, thresholds, cfg
             )
         # optionally the AN is re-synced with the ON as the warm-up ends
         resync = t.get("ema_reset_at_warmup", False) and step + 1 == t["warmup_iterations"]
         stepper.step(step, terms, ema_momentum=0.0 if resync else None)
+        steps_run += 1
+        if sync_log is not None:
+            sync_log.record(step + 1, model, teacher, thresholds)
         bar.update()
-        if step % show_every == 0:  # reading the loss log waits for the device
+        if step % show_every == 0 and dist.is_main:  # reading the log waits for the device
             post = {k: f"{v:.3f}" for k, v in stepper.loss_log[-1][1].items()}
             if cfg["method"] == "cosa" and step >= t["warmup_iterations"]:
                 post["xi"] = f"{float(thresholds.current('xi')):.2f}"
@@ -596,37 +665,69 @@ def _train(cfg: dict, resume: bool, stop_at: int | None, signals: StopSignals) -
 
         last = step + 1 == t["iterations"]
         if (step + 1) % cfg["eval"]["interval"] == 0 or last:
-            r = evaluate(eval_net, model, data, thresholds, cfg, step + 1, out_dir)
+            stepper.loss_log  # waits for the device: the steps' time ends here  # noqa: B018
+            t_eval = time.time()
+            r = evaluate(eval_net, model, data, thresholds, cfg, step + 1, out_dir, dist.is_main)
             history.append(r)
-            plot_curves(stepper.loss_log, history, cfg["method"], out_dir / "curves.png")
+            if dist.is_main:
+                plot_curves(stepper.loss_log, history, cfg["method"], out_dir / "curves.png")
             bar.write(f"step {step + 1}: {format_metrics(r, cfg['method'])}", file=sys.stdout)
-        stop = (stop_at is not None and step + 1 >= stop_at) or signals.requested is not None
+            outside_steps += time.time() - t_eval
+        # every rank stops at the same step: a signal on any rank stops them all
+        stop_requested = any_rank(signals.requested is not None)
+        stop = stop_requested or (stop_at is not None and step + 1 >= stop_at)
         if (step + 1) % t["checkpoint_interval"] == 0 or last or stop:
-            save_checkpoint(ckpt_path, {
-                "model": model.state_dict(),
-                "teacher": teacher.state_dict() if teacher is not None else None,
-                **stepper.state_dict(),
-                "thresholds": thresholds.state_dict(),
-                "rng": rng_state(),
-                "step": step + 1,
-                "history": history,
-                "config": cfg,
-                "num_classes": data.num_classes,
-                "class_names": list(data.class_names),
-            })  # fmt: skip
+            rngs = gather_objects(rng_state())  # each rank's streams, for bit-for-bit resume
+            if dist.is_main:
+                save_checkpoint(ckpt_path, {
+                    "model": model.state_dict(),
+                    "teacher": teacher.state_dict() if teacher is not None else None,
+                    **stepper.state_dict(),
+                    "thresholds": thresholds.state_dict(),
+                    "rng": rngs,
+                    "world_size": dist.world_size,
+                    "data_epoch": batches.epoch,
+                    "step": step + 1,
+                    "history": history,
+                    "config": cfg,
+                    "num_classes": data.num_classes,
+                    "class_names": list(data.class_names),
+                })  # fmt: skip
         if stop:
             break
     bar.close()
-    if signals.requested is not None:
-        name = signal.Signals(signals.requested).name
-        print(f"\n{name}: stopped after step {step + 1}, checkpoint {ckpt_path} written. "
-              f"Continue with:\n  {resume_command(cfg)}")  # fmt: skip
-        raise SystemExit(128 + signals.requested)
+    if stop_requested:
+        sig = signals.requested or signal.SIGTERM  # (a rank stopped by another's signal)
+        say(f"\n{signal.Signals(sig).name}: stopped after step {step + 1}, checkpoint "
+            f"{ckpt_path} written. Continue with:\n  {resume_command(cfg, dist)}")  # fmt: skip
+        raise SystemExit(128 + sig)
     final = history[-1] if history else {}
+    images = steps_run * t["batch_size"] * dist.world_size
+    step_seconds = max(time.time() - loop_start - outside_steps, 1e-9)
     final = {**final, "minutes": (time.time() - t0) / 60, "method": cfg["method"],
-             "class_names": list(data.class_names)}  # fmt: skip
-    write_metrics(out_dir, final, history, stepper.loss_log)
+             "class_names": list(data.class_names), "world_size": dist.world_size,
+             "images_per_second": images / step_seconds}  # fmt: skip
+    if dist.is_main:
+        write_metrics(out_dir, final, history, stepper.loss_log)
     return final
+
+
+class RankSyncLog:
+    """``train.check_rank_sync``: after every step each rank appends the step, digests
+    of the ON's and the AN's parameters and ξ, ξ† to ``rank_sync/rank<r>.jsonl`` in
+    the output folder, so a test (or a user in doubt) can check the ranks agree."""
+
+    def __init__(self, out_dir: Path, dist: DistInfo) -> None:
+        (out_dir / "rank_sync").mkdir(exist_ok=True)
+        self.path = out_dir / "rank_sync" / f"rank{dist.rank}.jsonl"
+        self.path.unlink(missing_ok=True)
+
+    def record(self, step: int, model, teacher, thresholds: Thresholds) -> None:
+        row = {"step": step, "on": parameter_digest(model),
+               "an": parameter_digest(teacher) if teacher is not None else None,
+               **{k: float(thresholds.current(k)) for k in ("xi", "xi_dagger")}}  # fmt: skip
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 def plot_curves(loss_log: list, history: list, method: str, path: Path) -> None:
@@ -672,8 +773,11 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         cfg = load_config(args.config, args.set)
         final = train(cfg, resume=args.resume, stop_at=args.stop_at)
-    except (ConfigError, FileNotFoundError, NonFiniteLossError) as e:
-        parser.exit(2, f"error: {e}\n")  # one line naming the key, file or step
+    except (ConfigError, OSError, NonFiniteLossError) as e:  # OSError: files, full disk
+        # one line naming the key, file or step (under torchrun from rank 0 alone)
+        parser.exit(2, f"error: {e}\n" if os.environ.get("RANK", "0") == "0" else None)
+    if os.environ.get("RANK", "0") != "0":
+        return final  # under torchrun rank 0 reports
     if "val_seg_iou" in final:
         print("\nper-class IoU (val, %):\n" + format_iou_table(final["val_seg_iou"],
                                                             final["class_names"]))  # fmt: skip

@@ -133,8 +133,8 @@ def test_fusion_with_per_image_weights():
         ([], torch.ones(1), "at least one"),
         ([torch.eye(2)[None], torch.eye(3)[None]], torch.tensor([0.5, 0.5]), "shape"),
         ([torch.eye(2)[None]] * 2, torch.tensor([0.5, 0.5, 0.0]), "weights must have shape"),
-        ([torch.eye(2)[None]] * 2, torch.tensor([1.5, -0.5]), ">= 0 and sum to 1"),
-        ([torch.eye(2)[None]] * 2, torch.tensor([0.4, 0.4]), ">= 0 and sum to 1"),
+        ([torch.eye(2)[None]] * 2, torch.tensor([1.5, -0.5]), "weights must be >= 0 everywhere"),
+        ([torch.eye(2)[None]] * 2, torch.tensor([0.4, 0.4]), "weights must sum to 1"),
         ([torch.ones(1, 2, 3)], torch.ones(1), "square"),
     ],
 )

@@ -135,3 +135,23 @@ def test_learning_rate_warms_up_again_at_every_stage(trainer):
     for start in (0, 40, 70):  # warm-up, stage 1, stage 2 begin small and ramp up
         assert factors[start] < 0.15 and factors[start + 9] > 5 * factors[start]
     assert factors[39] > factors[40] and factors[69] > factors[70]
+
+
+def test_two_processes_under_torchrun_train_one_network(tiny, tmp_path):
+    """The shared loop gives the AuxSegNet example DDP too: two processes train on
+    their shards, every stage is evaluated, rank 0 alone reports and writes."""
+    import os
+    import subprocess
+    import sys
+
+    extra = ["train.stage_iterations=3", "eval.batch_size=1", "threads=2"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "examples/auxsegnet/train.py"), "--config", str(CONFIG),
+           *sum([["--set", s] for s in [*tiny, *extra]], [])]  # fmt: skip
+    env = {**os.environ, "WSSS_BLOCKS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert p.stdout.count("FINAL (auxsegnet") == 1
+    assert "batch: 4 per process x 2 process(es)" in p.stdout
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["final"]["world_size"] == 2 and len(metrics["history"]) == 2

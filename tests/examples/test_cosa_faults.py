@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -142,3 +143,18 @@ def test_an_output_dir_that_cannot_be_created_is_named(run, tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(ConfigError, match="output_dir .*a_file/run cannot be created"):
         train.train(run("x", [f"output_dir={blocker / 'run'}"]))
+
+
+def test_resume_refuses_a_changed_training_setting_before_overwriting_anything(run, capsys):
+    cfg = run("changed")
+    train.train(cfg, stop_at=2)
+    saved = (Path(cfg["output_dir"]) / "config.yaml").read_text()
+    changed = {**cfg, "train": {**cfg["train"], "lr": 0.5}}
+    with pytest.raises(ConfigError, match=r"--resume: train.lr is 0.5 but the checkpoint was "
+                                          r"trained with 0.001"):  # fmt: skip
+        train.train(changed, resume=True)
+    assert (Path(cfg["output_dir"]) / "config.yaml").read_text() == saved  # untouched
+    # evaluation settings may change: said, then the run continues
+    later = {**cfg, "eval": {**cfg["eval"], "num_overlays": 0}}
+    train.train(later, resume=True, stop_at=4)
+    assert "resume: eval.num_overlays: 2 -> 0" in capsys.readouterr().out

@@ -190,3 +190,22 @@ def test_unknown_impl_raises():
         contrastive_separation_loss(
             torch.zeros(2, 2), torch.zeros(2, dtype=torch.int64), impl="fast"
         )
+
+
+def test_rows_labelled_255_are_left_out_as_if_absent():
+    from wsss_blocks import contrastive_separation_loss
+
+    torch.manual_seed(0)
+    x = torch.randn(10, 4)
+    y = torch.tensor([0, 1, 255, 0, 1, 2, 255, 2, 0, 1])
+    keep = y != 255
+    loss = contrastive_separation_loss(x, y, 0.5, impl="reference")
+    expected = contrastive_separation_loss(x[keep], y[keep], 0.5, impl="reference")
+    torch.testing.assert_close(loss, expected, rtol=0, atol=0)
+    as_a_class = contrastive_separation_loss(x, y, 0.5, impl="reference", ignore_index=None)
+    assert not torch.equal(loss, as_a_class)  # 255 counted as a class gives another loss
+    torch._dynamo.reset()  # (fullgraph reports the ValueError inside its own exception)
+    with pytest.raises((ValueError, torch._dynamo.exc.Unsupported),
+                       match="ignore_index must be None inside torch.compile"):  # fmt: skip
+        torch.compile(lambda t: contrastive_separation_loss(t, y, 0.5), fullgraph=True,
+                      backend="eager")(x)  # fmt: skip

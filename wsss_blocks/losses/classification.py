@@ -19,7 +19,7 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
             :func:`wsss_blocks.pooled_logits`), C foreground classes.
         labels: (B, C) multi-hot image labels (0/1, any dtype).
     Returns:
-        0-d loss, ≥ 0, in ``logits.dtype``.
+        0-d loss, ≥ 0, in ``logits.dtype``; 0 for an empty batch.
     Raises:
         ValueError: on wrong rank, mismatched shapes, non-finite logits or labels that
             are not multi-hot.
@@ -38,4 +38,6 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
         raise ValueError(
             f"labels batch {labels.shape[0]} differs from logits batch {logits.shape[0]}"
         )
+    if logits.numel() == 0:
+        return logits.sum()  # an empty batch: 0, with a (zero) gradient
     return F.multilabel_soft_margin_loss(logits, labels.to(logits.dtype))

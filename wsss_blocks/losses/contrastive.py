@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from wsss_blocks._checks import check_finite, check_float, check_ndim, check_positive
+from wsss_blocks._checks import (
+    IGNORE_INDEX,
+    check_finite,
+    check_float,
+    check_ndim,
+    check_positive,
+)
 from wsss_blocks.ops.contrastive import contrastive_separation_loss_kernel, resolve_csc_impl
 from wsss_blocks.ops.reference import contrastive_separation_loss_reference
 
@@ -39,6 +45,7 @@ def contrastive_separation_loss(
     labels: torch.Tensor,
     tau: float = 0.1,
     impl: str = "auto",
+    ignore_index: int | None = IGNORE_INDEX,
 ) -> torch.Tensor:
     """Contrastive separation loss L_csc of CoSA over a set of anchors.
 
@@ -60,19 +67,24 @@ def contrastive_separation_loss(
         features: (N, D) float features of the N anchors, any floating dtype; for CoSA the
             online network's last-layer CAM vectors at anchor pixels (D = C foreground
             classes). Must be finite.
-        labels: (N,) integer anchor labels (int64 preferred); for CoSA the CPL of the
-            early-layer CAM at the anchors.
+        labels: (N,) integer anchor labels (int64 preferred; any ids); for CoSA the CPL
+            of the early-layer CAM at the anchors.
         tau: temperature τ, a finite number > 0. The paper gives none; 0.1 is our choice.
         impl: ``"auto"`` (the fused O(N)-memory kernel when compiled for the device and
             D ≤ 1024, else the reference), ``"kernel"`` (raise if unavailable) or
             ``"reference"`` (dense N×N PyTorch). See
             :func:`wsss_blocks.ops.csc_implementation`.
+        ignore_index: rows labelled so (the library's ignore value 255) are left out,
+            as if absent; None keeps every row. Selecting rows reads the labels (on
+            CUDA a host synchronisation); pass None for labels without that value, and
+            inside ``torch.compile``.
     Returns:
         0-d loss ≥ 0 in ``features.dtype`` (accumulated in float32, float64 for float64).
     Raises:
         ValueError: features not 2-D float with D ≥ 1, non-finite features, labels not 1-D
             integer, N mismatch, devices differ, tau ≤ 0 or non-finite, unknown impl, or
-            impl="kernel" with D > 1024 (messages show the shapes received). The
+            impl="kernel" with D > 1024, ignore_index set inside torch.compile
+            (messages show the shapes received). The
             finiteness check is skipped inside ``torch.compile`` (it needs the data).
         RuntimeError: impl="kernel" but the compiled operator is missing.
     Example:
@@ -86,6 +98,12 @@ def contrastive_separation_loss(
         Yang et al., CoSA, ECCV 2024, Eqs. (9)–(10).
     """
     _check_inputs(features, labels, tau)
+    if ignore_index is not None and features.device.type != "meta":
+        if torch.compiler.is_compiling():
+            raise ValueError("ignore_index must be None inside torch.compile: selecting rows "
+                             "has a data-dependent shape; drop ignored rows before the call")  # fmt: skip
+        keep = labels != ignore_index
+        features, labels = features[keep], labels[keep]
     if features.shape[0] == 0:
         return features.sum() * 0.0  # zero, still connected to the graph
     if resolve_csc_impl(impl, features) == "reference":

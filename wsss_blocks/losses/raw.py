@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._checks import IGNORE_INDEX, check_finite, check_float, check_label_map, check_ndim
+from .._checks import (
+    IGNORE_INDEX,
+    check_finite,
+    check_float,
+    check_label_map,
+    check_ndim,
+    check_nonnegative,
+)
 
 
 def raw_cam2seg_loss(
@@ -68,8 +75,7 @@ def raw_cam2seg_loss(
             )
         check_float("weights", weights)
         check_finite("weights", weights)
-        if weights.numel() and float(weights.detach().min()) < 0:
-            raise ValueError("weights must be >= 0, got a negative value")
+        check_nonnegative("weights", weights)
         ce = ce * weights.detach().to(ce.dtype)
     if not balanced:
         return _masked_mean(ce, valid)

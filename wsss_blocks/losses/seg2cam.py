@@ -28,7 +28,7 @@ def seg2cam_loss(
             padding of a crop, which plays the role of CPL's ignore 255); those pixels
             are left out of the mean. If none is valid the loss is 0 with zero gradient.
     Returns:
-        0-d loss ≥ 0 (mean over batch, classes and valid pixels).
+        0-d loss ≥ 0 (mean over batch, classes and valid pixels); 0 for an empty batch.
     Raises:
         ValueError: on wrong ranks, mismatched shapes, non-finite logits, SPL values
             outside [0, 1], or a ``valid`` that is not a (B, h, w) bool mask.
@@ -52,6 +52,8 @@ def seg2cam_loss(
     check_range("spl", spl, 0.0, 1.0)
     target = spl[:, 1:].detach().to(cam_logits.dtype)
     if valid is None:
+        if cam_logits.numel() == 0:
+            return cam_logits.sum()  # an empty batch: 0, with a (zero) gradient
         return F.binary_cross_entropy_with_logits(cam_logits, target)
     if tuple(valid.shape) != (b, h, w) or valid.dtype != torch.bool:
         raise ValueError(

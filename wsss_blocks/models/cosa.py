@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._checks import check_ndim
+from .._checks import check_image_batch, check_ndim
 from ..cam import CAMExtractor
 from .base import CAMBackboneNet
 
@@ -65,7 +65,7 @@ class LargeFOV(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(B, D, h, w) float → (B, num_classes, h, w) logits."""
-        check_ndim("features", features, 4, "(B, D, h, w)")
+        check_image_batch("features", features, "(B, D, h, w)")
         if features.shape[1] != self.in_channels:
             raise ValueError(
                 f"features must have {self.in_channels} channels, got shape {tuple(features.shape)}"
@@ -140,6 +140,7 @@ class CoSANet(CAMBackboneNet):
 
     def forward(self, images: torch.Tensor) -> CoSAOutput:
         """images: (B, 3, H, W) float in [0, 1]. Returns :class:`CoSAOutput`."""
+        check_image_batch("images", images)
         out = self.cam_extractor(self.normalize(images))
         seg = self.decoder(out.features)
         return CoSAOutput(out.logits, out.early_logits, out.cam, out.early_cam, seg)

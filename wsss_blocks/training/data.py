@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from .._checks import IGNORE_INDEX
 from ..data import (
@@ -124,6 +124,23 @@ class Batch(NamedTuple):
     valid: torch.Tensor | None
 
 
+def sample_indices(n: int, batch_size: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """``batch_size`` indices drawn uniformly with replacement (torch's global generator)
+    from this rank's shard of ``range(n)``: the i with i mod world_size = rank.
+
+    Returns:
+        (batch_size,) int64 tensor.
+    Raises:
+        ValueError: ``rank`` outside [0, world_size), or a shard without samples.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
+    shard = (n - rank + world_size - 1) // world_size
+    if shard < 1:
+        raise ValueError(f"{n} samples leave rank {rank} of {world_size} without any")
+    return torch.randint(0, shard, (batch_size,)) * world_size + rank
+
+
 class TrainBatches:
     """Endless training batches on ``device``, and the weak/strong views of each.
 
@@ -140,20 +157,39 @@ class TrainBatches:
         device: where batches go.
         num_workers: DataLoader workers (disk data).
         seed: seeds the DataLoader's shuffling.
+        rank, world_size: this process's shard of a distributed run. Rank r draws
+            only samples i with i mod world_size = r (in memory), or its share of
+            each epoch from a :class:`~torch.utils.data.DistributedSampler` shuffled
+            by ``seed`` and the epoch (disk); its workers' crops are seeded by
+            ``seed + rank``. ``batch_size`` is per process.
+    Raises:
+        ValueError: a disk split with fewer than ``batch_size`` samples per process, or
+            ``rank`` outside [0, world_size).
     """
 
     def __init__(self, data: Dataset, batch_size: int, views: WeakStrongViews,
-                 device: torch.device, num_workers: int = 0, seed: int = 0) -> None:  # fmt: skip
+                 device: torch.device, num_workers: int = 0, seed: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:  # fmt: skip
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
         self.data, self.batch_size, self.views, self.device = data, batch_size, views, device
+        self.rank, self.world_size = rank, world_size
         self.in_memory = hasattr(data, "tensors")
+        self.epoch = 0
         if not self.in_memory:
-            if len(data) < batch_size:
+            if len(data) // world_size < batch_size:
                 raise ValueError(f"train split has {len(data)} images, fewer than "
-                                 f"train.batch_size={batch_size}")  # fmt: skip
+                                 f"train.batch_size={batch_size} per process "
+                                 f"(x {world_size} processes)")  # fmt: skip
+            self.sampler = None
+            if world_size > 1:
+                self.sampler = DistributedSampler(data, world_size, rank, shuffle=True,
+                                                  seed=seed, drop_last=True)  # fmt: skip
             self.loader = DataLoader(
-                data, batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
-                pin_memory=device.type == "cuda", persistent_workers=num_workers > 0,
-                generator=torch.Generator().manual_seed(seed),
+                data, batch_size, shuffle=self.sampler is None, sampler=self.sampler,
+                drop_last=True, num_workers=num_workers, pin_memory=device.type == "cuda",
+                persistent_workers=num_workers > 0,
+                generator=torch.Generator().manual_seed(seed + rank),
             )  # fmt: skip
             self._it: Iterator | None = None
 
@@ -161,20 +197,26 @@ class TrainBatches:
         """The next batch (disk data: a new epoch begins where the last one ended)."""
         if self.in_memory:
             images, masks, labels = self.data.tensors()
-            idx = torch.randint(0, len(self.data), (self.batch_size,))
+            idx = sample_indices(len(self.data), self.batch_size, self.rank, self.world_size)
             to = dict(device=self.device, non_blocking=True)
             return Batch(images[idx].to(**to).float() / 255, masks[idx].to(**to).long(),
                          labels[idx].to(**to), None)  # fmt: skip
         if self._it is None:
-            self._it = iter(self.loader)
+            self._it = self._epoch()
         try:
             item = next(self._it)
         except StopIteration:
-            self._it = iter(self.loader)
+            self.epoch += 1
+            self._it = self._epoch()
             item = next(self._it)
         to = dict(device=self.device, non_blocking=True)
         return Batch(item["image"].to(**to), item["mask"].to(**to), item["labels"].to(**to),
                      item["valid"].to(**to))  # fmt: skip
+
+    def _epoch(self) -> Iterator:
+        if self.sampler is not None:
+            self.sampler.set_epoch(self.epoch)  # a new shuffle per epoch, equal on all ranks
+        return iter(self.loader)
 
     def views_of(self, batch: Batch):
         """``(x_weak, x_strong, mask, valid)`` of a batch: two (B, 3, h, w) float views
@@ -190,20 +232,34 @@ class TrainBatches:
 
 
 def eval_batches(data: Dataset, batch_size: int, limit: int | None = None,
-                 num_workers: int = 0, device: torch.device | str = "cpu"):  # fmt: skip
+                 num_workers: int = 0, device: torch.device | str = "cpu",
+                 rank: int = 0, world_size: int = 1):  # fmt: skip
     """Yield ``(images, masks, labels)`` of the first ``limit`` (default all) samples in
     order, without augmentation: (B, 3, H, W) float in [0, 1], (B, H, W) int64, (B, C)
     float, on ``device``. In-memory data comes in batches of ``batch_size``; disk images
-    (sizes differ) one at a time through a DataLoader with ``num_workers``."""
+    (sizes differ) one at a time through a DataLoader with ``num_workers``. With
+    ``world_size`` > 1 only this ``rank``'s shard (samples rank, rank + world_size, ...)
+    is yielded, so the shards of all ranks cover the samples once.
+
+    Raises:
+        ValueError: ``rank`` outside [0, world_size).
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
     n = len(data) if limit is None else min(limit, len(data))
+    shard = range(rank, n, world_size)
     if hasattr(data, "tensors"):
         images, masks, labels = data.tensors()
-        for i in range(0, n, batch_size):
-            j = min(i + batch_size, n)
-            yield (images[i:j].to(device).float() / 255, masks[i:j].to(device).long(),
-                   labels[i:j].to(device))  # fmt: skip
+        for i in range(0, len(shard), batch_size):
+            idx = shard[i : i + batch_size]
+            if world_size == 1:  # a slice: no copy
+                idx = slice(idx.start, idx.stop)
+            else:
+                idx = torch.tensor(idx)
+            yield (images[idx].to(device).float() / 255, masks[idx].to(device).long(),
+                   labels[idx].to(device))  # fmt: skip
         return
-    loader = DataLoader(Subset(data, range(n)), batch_size=1, num_workers=num_workers)
+    loader = DataLoader(Subset(data, shard), batch_size=1, num_workers=num_workers)
     for item in loader:
         yield item["image"].to(device), item["mask"].to(device), item["labels"].to(device)
 

@@ -10,6 +10,7 @@ import torch
 
 from ..metrics import MeanIoU, mask_absent_classes
 from ..multiscale import multiscale_seg
+from .distributed import sum_over_ranks_
 
 SegFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -71,6 +72,7 @@ def evaluate_segmentation(
     average: str = "present",
     window: int | None = None,
     autocast=None,
+    reduce_over_ranks: bool = False,
 ) -> tuple[dict, dict | None]:
     """Segmentation mIoU of ``seg_fn`` over ``batches``.
 
@@ -89,6 +91,10 @@ def evaluate_segmentation(
         average: the :class:`~wsss_blocks.MeanIoU` class set (``"present"`` or ``"gt"``).
         window: sliding-window side in pixels, or None for whole images.
         autocast: a callable returning the autocast context, or None.
+        reduce_over_ranks: ``batches`` are this rank's shard of a distributed
+            evaluation (``eval_batches(..., rank, world_size)``): the confusion
+            matrices are summed over ranks before the mIoU, so every rank returns the
+            result of the whole split.
     Returns:
         ``(honest, masked)``: :meth:`MeanIoU.compute` results (``miou`` and per-class
         ``iou`` in [0, 1], background first); ``masked`` is None unless ``tag_masked``.
@@ -106,6 +112,9 @@ def evaluate_segmentation(
         honest.update(seg.argmax(1), masks)
         if masked is not None:
             masked.update(mask_absent_classes(seg, labels).argmax(1), masks)
+    if reduce_over_ranks:
+        for meter in (honest, masked) if masked is not None else (honest,):
+            sum_over_ranks_(meter.confusion)
     return honest.compute(), masked.compute() if masked is not None else None
 
 

@@ -146,3 +146,41 @@ def check_values(cfg: dict, rules: dict[str, tuple[Callable[[Any], bool], str]])
         value = get_key(cfg, key)
         if not ok(value):
             raise ConfigError(f"{key} must be {want}, got {value!r}")
+
+
+def _flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def check_resume_config(saved: dict, cfg: dict, may_change: tuple[str, ...]) -> list[str]:
+    """Compare the config of a run being resumed with the one it was saved with.
+
+    A resumed run keeps its training settings: changing one (the rate, the schedule's
+    length, a loss weight) would make the result belong to neither config. Keys in
+    ``may_change`` (``section.key``, or ``section.`` for a whole section: evaluation,
+    devices, workers) may differ.
+
+    Returns:
+        ``"key: old -> new"`` for each allowed change (to print).
+    Raises:
+        ConfigError: naming the first other key whose value differs, before anything
+            of the run is overwritten.
+    """
+    old, new = _flatten(saved), _flatten(cfg)
+    allowed = []
+    for key in sorted(old.keys() | new.keys()):
+        if old.get(key) == new.get(key):
+            continue
+        if any(key == m or (m.endswith(".") and key.startswith(m)) for m in may_change):
+            allowed.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
+            continue
+        raise ConfigError(f"--resume: {key} is {new.get(key)!r} but the checkpoint was trained "
+                          f"with {old.get(key)!r}; a resumed run keeps its training settings "
+                          "(start a new run in another output_dir to change it)")  # fmt: skip
+    return allowed

@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from ..teacher import EMATeacher
+from .distributed import any_rank, average_buffers_
 
 
 def poly_lr_factor(
@@ -77,18 +78,22 @@ class Stepper:
 
     ``step(i, terms)`` forms L = Σ_k weights[k] · terms[k], runs backward (scaled by a
     GradScaler under fp16), clips gradients if asked, steps the optimizer and the
-    schedule, and updates the EMA teacher. Every ``log_every`` steps it keeps the terms'
-    values as device tensors; reading :attr:`loss_log` turns them into numbers, the
-    only point where the host waits for the device, so a CUDA step never does.
+    schedule, and updates the EMA teacher (under ``torch.distributed`` after averaging
+    the BatchNorm statistics over ranks, so every rank's teacher is the same). Every
+    ``log_every`` steps it keeps the terms' values as device tensors; reading
+    :attr:`loss_log` turns them into numbers, the only point where the host waits for
+    the device, so a CUDA step never does.
 
     A non-finite loss: on the CPU the step is skipped (no update of the weights, the
     optimizer state or the teacher; the schedule advances) and counted in
     :attr:`skipped`; ``max_nonfinite`` such steps in a row raise
-    :class:`NonFiniteLossError`. On CUDA (where checking would wait for the device)
+    :class:`NonFiniteLossError`. Under ``torch.distributed`` all ranks skip a step
+    that is non-finite on any of them. On CUDA (where checking would wait for the device)
     the step runs, and reading the log raises NonFiniteLossError if one was non-finite.
 
     Args:
-        model: the trained network.
+        model: the trained network (unwrapped: the EMA teacher follows it; a
+            DistributedDataParallel wrapper averages its gradients in backward).
         optimizer, scheduler: as built for it.
         weights: term name → weight; a term without a weight raises KeyError.
         teacher: optional :class:`~wsss_blocks.EMATeacher` updated after each step.
@@ -134,7 +139,7 @@ class Stepper:
         loss = sum(self.weights[k] * v for k, v in terms.items())
         finite = torch.isfinite(loss)
         if self.device.type != "cuda":
-            if not finite:
+            if any_rank(not finite):  # ranks skip together (DDP needs every backward)
                 self.skipped += 1
                 self._in_a_row += 1
                 bad = {k: float(v.detach()) for k, v in terms.items()}
@@ -166,6 +171,7 @@ class Stepper:
         else:
             self.optimizer.step()
         self.scheduler.step()
+        average_buffers_(self.model)  # ranks' BN statistics agree (no-op in one process)
         if self.teacher is not None:
             self.teacher.update(self.model, momentum=ema_momentum)
         if i % self.log_every == 0:
@@ -179,9 +185,13 @@ class Stepper:
         device once). Raises FloatingPointError if a CUDA step had a non-finite loss."""
         if self._pending:
             self._pending_end = self._pending[-1][0]
-            values = torch.stack([v for _, _, v in self._pending]).tolist()
-            for (i, names, _), row in zip(self._pending, values, strict=True):
+            # one read for all entries; the set of terms may change (e.g. after a warm-up)
+            flat = torch.cat([v for _, _, v in self._pending]).tolist()
+            start = 0
+            for i, names, _ in self._pending:
+                row = flat[start : start + len(names)]
                 self._log.append((i, dict(zip(names, row, strict=True))))
+                start += len(names)
             self._pending.clear()
             if self.device.type == "cuda" and bool(self._bad):
                 raise NonFiniteLossError(
@@ -209,12 +219,13 @@ class Stepper:
         self._pending.clear()
 
 
-def progress_bar(total: int, initial: int = 0, desc: str = "") -> tqdm:
+def progress_bar(total: int, initial: int = 0, desc: str = "", disable: bool = False) -> tqdm:
     """A tqdm bar on stdout; when stdout is not a terminal (a log file) it refreshes at
-    most every 60 s instead of at every step."""
+    most every 60 s instead of at every step. ``disable`` hides it (ranks other than 0
+    of a distributed run)."""
     tty = sys.stdout.isatty()
     return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, file=sys.stdout,
-                mininterval=0.1 if tty else 60.0)  # fmt: skip
+                mininterval=0.1 if tty else 60.0, disable=disable)  # fmt: skip
 
 
 def write_metrics(out_dir: str | Path, final: dict, history: list, losses: list) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from .._checks import data_checks_enabled, set_data_checks
+from .distributed import DistInfo
 
 AMP_MODES = ("bf16", "fp16", "fp32")
 """Autocast modes: bf16 (CPU and CUDA), fp16 (CUDA, with a GradScaler), fp32 (no autocast)."""
@@ -89,13 +91,25 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Save ``state`` atomically: written to a temporary file beside ``path``, flushed
-    to disk, then renamed over it, so a crash mid-save leaves the previous checkpoint."""
+    to disk, then renamed over it, so a crash mid-save leaves the previous checkpoint.
+
+    Raises:
+        OSError: the write failed (a full disk, a quota): names the file and the free
+            space; the partial temporary file is removed, the previous checkpoint kept.
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as e:  # torch reports a short write as RuntimeError
+        tmp.unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free / 2**20
+        raise OSError(f"checkpoint {path} could not be written ({free:.0f} MiB free on its "
+                      f"disk; the previous checkpoint is kept): {type(e).__name__}: "
+                      f"{str(e).splitlines()[0] if str(e) else ''}") from e  # fmt: skip
     os.replace(tmp, path)
 
 
@@ -119,10 +133,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     return state
 
 
-def start_run(cfg: dict) -> tuple[Path, torch.device]:
-    """Begin a run from its config: resolve ``train.device`` and check ``train.amp``
-    for it, set ``threads`` and ``seed``, create ``output_dir`` and save the resolved
-    config there as ``config.yaml``.
+def start_run(cfg: dict, device: torch.device | None = None,
+              dist: DistInfo | None = None) -> tuple[Path, torch.device]:  # fmt: skip
+    """Begin a run from its config: resolve ``train.device`` (unless ``device`` is
+    given) and check ``train.amp`` for it, set the threads, seed every generator with
+    ``seed`` (the same on every rank, so initialisations agree), create ``output_dir``
+    and save the resolved config there as ``config.yaml`` (rank 0 only).
+
+    ``threads`` is the budget of the machine: the processes of a distributed run on
+    one node share it (each gets threads // local_world_size, at least 1).
 
     Returns:
         ``(output_dir, device)``.
@@ -131,14 +150,16 @@ def start_run(cfg: dict) -> tuple[Path, torch.device]:
     """
     import yaml
 
-    device = resolve_device(cfg["train"]["device"])
+    dist = dist or DistInfo()
+    device = device if device is not None else resolve_device(cfg["train"]["device"])
     check_amp(cfg["train"]["amp"], device)
-    torch.set_num_threads(cfg["threads"])
+    torch.set_num_threads(max(1, cfg["threads"] // dist.local_world_size))
     seed_everything(cfg["seed"])
     out_dir = Path(cfg["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "config.yaml", "w") as f:
-        yaml.safe_dump(cfg, f)
+    if dist.is_main:
+        with open(out_dir / "config.yaml", "w") as f:
+            yaml.safe_dump(cfg, f)
     return out_dir, device
 
 
