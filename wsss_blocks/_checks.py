@@ -12,8 +12,9 @@ the environment), in the manner of kornia's ``KORNIA_CHECKS``.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -44,6 +45,18 @@ def set_data_checks(enabled: bool) -> bool:
         raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
     previous, _DATA_CHECKS = _DATA_CHECKS, enabled
     return previous
+
+
+@contextlib.contextmanager
+def inputs_checked() -> Iterator[None]:
+    """Within the block the data checks are off: a module that has checked its input
+    runs its sub-modules on derived tensors without checking their values again."""
+    global _DATA_CHECKS
+    previous, _DATA_CHECKS = _DATA_CHECKS, False
+    try:
+        yield
+    finally:
+        _DATA_CHECKS = previous
 
 
 def data_checks_enabled() -> bool:

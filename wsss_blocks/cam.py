@@ -26,6 +26,7 @@ from ._checks import (
     check_labels,
     check_ndim,
     check_positive,
+    inputs_checked,
 )
 
 POOLINGS = ("gmp", "gap", "cam-max")
@@ -431,12 +432,13 @@ class CAMExtractor(nn.Module):
     def forward(self, x: torch.Tensor) -> CAMOutput:
         """Args: x, (B, 3, H, W) float image batch (already normalised for the backbone)."""
         check_image_batch("x", x)
-        maps = self.features(x)
-        features = maps[-1]
-        cam = self.classifier(features)
-        early_cam = early_logits = None
-        if self.early_classifier is not None:
-            early_cam = self.early_classifier(maps[0])
-            early_logits = self._logits(maps[0], early_cam, self.early_classifier)
-        logits = self._logits(features, cam, self.classifier)
+        with inputs_checked():  # everything below derives from the checked x
+            maps = self.features(x)
+            features = maps[-1]
+            cam = self.classifier(features)
+            early_cam = early_logits = None
+            if self.early_classifier is not None:
+                early_cam = self.early_classifier(maps[0])
+                early_logits = self._logits(maps[0], early_cam, self.early_classifier)
+            logits = self._logits(features, cam, self.classifier)
         return CAMOutput(features, cam, logits, early_cam, early_logits)

@@ -26,7 +26,13 @@ if not __package__:  # run as a file: the repository root makes `examples` impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from examples.cosa import train as T  # noqa: E402
 from wsss_blocks.data import FASHION_MNIST_CLASSES  # noqa: E402
-from wsss_blocks.training import build_data, format_iou_table, merge, resolve_device  # noqa: E402
+from wsss_blocks.training import (  # noqa: E402
+    build_data,
+    format_iou_table,
+    merge,
+    parse_overrides,
+    resolve_device,
+)
 
 
 def evaluate_checkpoint(
@@ -85,16 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="change the checkpoint's config, e.g. data.root=...")  # fmt: skip
     parser.add_argument("--json", help="also write the result to this file")
     args = parser.parse_args(argv)
-    import yaml
-
-    overrides: dict = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        *parents, leaf = key.split(".")
-        node = overrides
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
+    overrides = parse_overrides(args.set)
     if args.window:
         overrides.setdefault("eval", {})["window"] = args.window
     r = evaluate_checkpoint(args.checkpoint, args.split, tuple(args.scales), args.flip,

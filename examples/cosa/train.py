@@ -24,7 +24,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from wsss_blocks import (
+if not __package__:  # run as a file (or by torchrun): the repository root makes `examples`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # importable
+
+from examples.cosa.diagnose import (  # noqa: E402
+    EvalDiagnostics,
+    background_kinds,
+    coexistence_classes,
+)
+from wsss_blocks import (  # noqa: E402
     IGNORE_INDEX,
     CoSANet,
     EMATeacher,
@@ -88,7 +96,14 @@ from wsss_blocks.training import (
     wrap_ddp,
     write_metrics,
 )
-from wsss_blocks.viz import plot_threshold_diagnostics, plot_training_curves, save_overlay_grid
+from wsss_blocks.viz import (  # noqa: E402
+    plot_pseudo_label_diagnostics,
+    plot_threshold_diagnostics,
+    plot_training_curves,
+    save_overlay_grid,
+)
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 
 LOSS_WEIGHTS = ("cls", "cls_early", "c2s", "c2s_early", "s2c", "csc", "energy")
 """The weighted loss terms of Eq. 11 (and the energy term), each with a weight in ``loss``."""
@@ -448,25 +463,8 @@ def evaluate(net, on_net, data, thresholds, cfg, step, out_dir, figures=True) ->
     xi = thresholds.current("xi")
     result["train_cpl_miou"] = float("nan")  # no CPL in the supervised bound
     if cfg["method"] == "cosa":
-        # CPL of M' with ξ; and, where M† is trained, the CPL of M†' with ξ† (a diagnostic:
-        # how good are the pseudo-labels of L_c2s† and the CSC anchors?).
-        cpl_miou, early_miou = miou_meter(num_classes, cfg), miou_meter(num_classes, cfg)
         xi_d = thresholds.current("xi_dagger")
-        early = cfg["model"]["early_index"] is not None and cfg["loss"]["cls_early"] > 0
-        batches = eval_batches(data.cpl, e["batch_size"], cfg["data"]["cpl_eval_images"],
-                               cfg["data"].get("num_workers", 0), device,
-                               *rank_and_world())  # fmt: skip
-        for x, gt, lab in batches:
-            cam, cam_d, _ = an_pass(net, x, lab, cfg, early)
-            cpl_miou.update(pseudo_labels(cam, lab, xi, cfg)[0], gt)
-            if early:
-                early_miou.update(pseudo_labels(cam_d, lab, xi_d, cfg)[0], gt)
-        for meter in (cpl_miou, early_miou):
-            sum_over_ranks_(meter.confusion)
-        result["train_cpl_miou"] = cpl_miou.compute()["miou"]
-        if early:
-            result["train_cpl_early_miou"] = early_miou.compute()["miou"]
-            result["xi_dagger"] = float(xi_d)
+        result.update(cpl_evaluation(net, on_net, data, float(xi), float(xi_d), cfg))
     result["xi"] = float(xi)
 
     k = e["num_overlays"] if figures else 0
@@ -490,6 +488,77 @@ def evaluate(net, on_net, data, thresholds, cfg, step, out_dir, figures=True) ->
                 out_dir / "threshold" / f"step_{step:06d}.png",
             )
     return result
+
+
+def cpl_evaluation(net, on_net, data, xi: float, xi_d: float, cfg: dict) -> dict:
+    """CPL mIoU of the AN ``net`` on (part of) the train split: of M' with ξ and, where
+    M† is trained, of M†' with ξ† (how good are the pseudo-labels of L_c2s† and the CSC
+    anchors?); with ``eval.diagnostics`` also the pseudo-label diagnostics of
+    :class:`~examples.cosa.diagnose.EvalDiagnostics`, the ON ``on_net`` against the AN
+    on the first ``eval.diagnostics_images`` images."""
+    e, num_classes = cfg["eval"], data.num_classes + 1
+    device = next(net.parameters()).device
+    cpl_miou, early_miou = miou_meter(num_classes, cfg), miou_meter(num_classes, cfg)
+    early = cfg["model"]["early_index"] is not None and cfg["loss"]["cls_early"] > 0
+    diag = None
+    if e.get("diagnostics", False):
+        kinds, preferred = background_kinds(data.cpl, data.class_names)
+        loss = cfg["loss"]
+        diag = EvalDiagnostics(num_classes, xi, loss["csc_epsilon"], loss["seg_tau"],
+                               preferred, coexistence_classes(data.name))  # fmt: skip
+    compare = e.get("diagnostics_images", 0) if diag is not None and on_net is not net else 0
+    batches = eval_batches(data.cpl, e["batch_size"], cfg["data"]["cpl_eval_images"],
+                           cfg["data"].get("num_workers", 0), device, *rank_and_world(),
+                           with_index=True)  # fmt: skip
+    seen = 0
+    for x, gt, lab, idx in batches:
+        cam, cam_d, seg = an_pass(net, x, lab, cfg, early)
+        cpl, ppl, nu = pseudo_labels(cam, lab, xi, cfg)
+        cpl_miou.update(cpl, gt)
+        cpl_d = ppl_d = None
+        if early:
+            cpl_d, ppl_d, _ = pseudo_labels(cam_d, lab, xi_d, cfg)
+            early_miou.update(cpl_d, gt)
+        if diag is not None:
+            diag.add(cam, lab, gt, cpl, ppl, nu, seg, cpl_d, ppl_d,
+                     kinds[idx] if kinds is not None else None)  # fmt: skip
+            n = min(len(x), compare - seen)
+            if n > 0:  # AN vs ON (Fig. 8) on the first images of each rank
+                on_cam, _, on_seg = an_pass(on_net.eval(), x[:n], lab[:n], cfg)
+                on_cpl = pseudo_labels(on_cam, lab[:n], xi, cfg)[0]
+                diag.add_on(lab[:n], gt[:n], cpl[:n], seg[:n], on_cpl, on_seg)
+        seen += len(x)
+    for meter in (cpl_miou, early_miou):
+        sum_over_ranks_(meter.confusion)
+    out = {"train_cpl_miou": cpl_miou.compute()["miou"]}
+    if early:
+        out["train_cpl_early_miou"] = early_miou.compute()["miou"]
+        out["xi_dagger"] = xi_d
+    if diag is not None:
+        out["diagnostics"] = diag.summary()
+    return out
+
+
+def checkpoint_diagnostics(checkpoint: str | Path, cfg: dict | None = None) -> dict:
+    """The pseudo-label diagnostics of a checkpoint (its AN, and its ON for Fig. 8), on
+    the run's CPL images with its ξ; ``cfg`` replaces the checkpoint's config (e.g.
+    another data.root or more images)."""
+    an, state = load_eval_net(checkpoint)
+    cfg = cfg or state["config"]
+    cfg = {**cfg, "eval": {**cfg["eval"], "diagnostics": True}}
+    on = build_model(cfg, state.get("num_classes", 10))
+    on.load_state_dict(state["model"])
+    thresholds = Thresholds(cfg)
+    thresholds.load_state_dict(state["thresholds"])
+    device = resolve_device(cfg["train"]["device"])
+    data = build_data(cfg)
+    on = on.to(device).eval() if state["teacher"] is not None else None
+    an = an.to(device)
+    with torch.no_grad():
+        r = cpl_evaluation(an, on if on is not None else an, data,
+                           float(thresholds.current("xi")), float(thresholds.current("xi_dagger")),
+                           cfg)  # fmt: skip
+    return r["diagnostics"]
 
 
 # ----------------------------------------------------------------------------- main
@@ -671,6 +740,9 @@ def _train(cfg: dict, resume: bool, stop_at: int | None, signals: StopSignals,
             history.append(r)
             if dist.is_main:
                 plot_curves(stepper.loss_log, history, cfg["method"], out_dir / "curves.png")
+                diagnosed = [r for r in history if "diagnostics" in r]
+                if diagnosed:
+                    plot_pseudo_label_diagnostics(diagnosed, out_dir / "diagnostics.png")
             bar.write(f"step {step + 1}: {format_metrics(r, cfg['method'])}", file=sys.stdout)
             outside_steps += time.time() - t_eval
         # every rank stops at the same step: a signal on any rank stops them all
@@ -748,13 +820,19 @@ def format_metrics(r: dict, method: str) -> str:
         seg += f" (ON {100 * r['val_seg_miou_on']:.1f}%)"
     if method != "cosa":
         return seg + rule
-    return f"CPL mIoU (train) {100 * r['train_cpl_miou']:.1f}%  {seg}  xi {r['xi']:.3f}{rule}"
+    line = f"CPL mIoU (train) {100 * r['train_cpl_miou']:.1f}%  {seg}  xi {r['xi']:.3f}{rule}"
+    if "diagnostics" in r:
+        d, s = r["diagnostics"], r["diagnostics"]["xi_sweep"]
+        line += (f"\n  SPL mIoU {100 * d['spl']['miou']:.1f}%, AUROC(1/P) "
+                 f"{d['auroc_inv_perplexity']:.3f}, oracle xi {s['oracle_threshold']:.2f} "
+                 f"(+{100 * s.get('gap', 0.0):.1f} points)")  # fmt: skip
+    return line
 
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default=str(Path(__file__).parent / "configs/default.yaml"))
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
     parser.add_argument(
         "--set",
         action="append",

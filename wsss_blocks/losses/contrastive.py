@@ -100,8 +100,9 @@ def contrastive_separation_loss(
     _check_inputs(features, labels, tau)
     if ignore_index is not None and features.device.type != "meta":
         if torch.compiler.is_compiling():
-            raise ValueError("ignore_index must be None inside torch.compile: selecting rows "
-                             "has a data-dependent shape; drop ignored rows before the call")  # fmt: skip
+            raise ValueError("ignore_index must be None inside torch.compile: selecting "
+                             "rows has a data-dependent shape; drop ignored rows before "
+                             "the call")  # fmt: skip
         keep = labels != ignore_index
         features, labels = features[keep], labels[keep]
     if features.shape[0] == 0:

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._checks import check_image_batch, check_ndim
+from .._checks import check_image_batch, check_ndim, inputs_checked
 from ..cam import CAMExtractor
 from .base import CAMBackboneNet
 
@@ -141,8 +141,9 @@ class CoSANet(CAMBackboneNet):
     def forward(self, images: torch.Tensor) -> CoSAOutput:
         """images: (B, 3, H, W) float in [0, 1]. Returns :class:`CoSAOutput`."""
         check_image_batch("images", images)
-        out = self.cam_extractor(self.normalize(images))
-        seg = self.decoder(out.features)
+        with inputs_checked():  # the sub-modules' inputs derive from checked images
+            out = self.cam_extractor(self.normalize(images))
+            seg = self.decoder(out.features)
         return CoSAOutput(out.logits, out.early_logits, out.cam, out.early_cam, seg)
 
 

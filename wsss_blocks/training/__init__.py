@@ -3,7 +3,7 @@ device and mixed precision, seeds and checkpoints, the optimisation step, data
 building and batching, and segmentation evaluation. The CoSA and AuxSegNet examples
 are built on it; a new method's trainer can be too."""
 
-from .config import ConfigError, load_config, merge
+from .config import ConfigError, load_config, merge, parse_overrides
 from .data import (
     DATA_NAMES,
     Batch,
@@ -93,6 +93,7 @@ __all__ = [
     "merge",
     "number",
     "overlay_batch",
+    "parse_overrides",
     "parameter_digest",
     "poly_lr_factor",
     "progress_bar",

@@ -92,14 +92,25 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
         ConfigError: if the file is missing or not a mapping, an override is not
             ``key=value``, or names an unknown key or a value of the wrong type.
     """
-    cfg = _read(Path(path))
+    return merge(_read(Path(path)), parse_overrides(overrides))
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
+    """``"section.key=value"`` strings → a nested dict to :func:`merge` into a config
+    (values parsed as YAML; a later string wins over an earlier one for the same key).
+
+    Raises:
+        ConfigError: if an item is not ``key=value``.
+    """
+    update: dict = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects section.key=value, got {item!r}")
         key, text = item.split("=", 1)
         *parents, leaf = key.split(".")
-        update: dict = {leaf: yaml.safe_load(text)}
-        for p in reversed(parents):
-            update = {p: update}
-        cfg = merge(cfg, update)
-    return cfg
+        node = update
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(text)
+    return update
+

@@ -233,13 +233,14 @@ class TrainBatches:
 
 def eval_batches(data: Dataset, batch_size: int, limit: int | None = None,
                  num_workers: int = 0, device: torch.device | str = "cpu",
-                 rank: int = 0, world_size: int = 1):  # fmt: skip
+                 rank: int = 0, world_size: int = 1, with_index: bool = False):  # fmt: skip
     """Yield ``(images, masks, labels)`` of the first ``limit`` (default all) samples in
     order, without augmentation: (B, 3, H, W) float in [0, 1], (B, H, W) int64, (B, C)
     float, on ``device``. In-memory data comes in batches of ``batch_size``; disk images
     (sizes differ) one at a time through a DataLoader with ``num_workers``. With
     ``world_size`` > 1 only this ``rank``'s shard (samples rank, rank + world_size, ...)
-    is yielded, so the shards of all ranks cover the samples once.
+    is yielded, so the shards of all ranks cover the samples once. ``with_index`` adds
+    the samples' (B,) int64 indices in ``data`` as a fourth item.
 
     Raises:
         ValueError: ``rank`` outside [0, world_size).
@@ -256,12 +257,14 @@ def eval_batches(data: Dataset, batch_size: int, limit: int | None = None,
                 idx = slice(idx.start, idx.stop)
             else:
                 idx = torch.tensor(idx)
-            yield (images[idx].to(device).float() / 255, masks[idx].to(device).long(),
-                   labels[idx].to(device))  # fmt: skip
+            batch = (images[idx].to(device).float() / 255, masks[idx].to(device).long(),
+                     labels[idx].to(device))  # fmt: skip
+            yield (*batch, torch.tensor(shard[i : i + batch_size])) if with_index else batch
         return
     loader = DataLoader(Subset(data, shard), batch_size=1, num_workers=num_workers)
-    for item in loader:
-        yield item["image"].to(device), item["mask"].to(device), item["labels"].to(device)
+    for j, item in enumerate(loader):
+        batch = item["image"].to(device), item["mask"].to(device), item["labels"].to(device)
+        yield (*batch, torch.tensor([shard[j]])) if with_index else batch
 
 
 def overlay_batch(data: Dataset, k: int, size: tuple[int, int], device="cpu"):
