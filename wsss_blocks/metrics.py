@@ -44,7 +44,7 @@ class MeanIoU:
         0.5
 
     Reference:
-        Everingham et al., PASCAL VOC, IJCV 2010; design/data.md "Evaluation conventions";
+        Everingham et al., PASCAL VOC, IJCV 2010 (the confusion-matrix mIoU);
         CoSA official release (``average="gt"``; pinned in tests/blocks/test_metrics.py).
     """
 

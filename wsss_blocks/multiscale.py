@@ -107,7 +107,7 @@ def multiscale_cam(
     Reference:
         Yang et al., CoSA, ECCV 2024, official release (``multi_scale_camseg``; the
         order is pinned against an explicit loop in tests/blocks/test_multiscale.py);
-        design/method.md "CAM normalisation".
+        docs/fidelity.md.
     """
     return _multiscale(cam_fn, "cam_fn", images, scales, flip, size, F.relu, torch.maximum)
 
@@ -150,6 +150,6 @@ def multiscale_seg(
 
     Reference:
         Yang et al., CoSA, ECCV 2024, official release (multi-scale inference);
-        design/method.md "Evaluation".
+        docs/fidelity.md.
     """
     return _multiscale(seg_fn, "seg_fn", images, scales, flip, size, lambda m: m, torch.add)

@@ -215,11 +215,13 @@ def estimate_saliency(
         images: (N, 3, H, W) uint8 (0..255) or float in [0, 1] RGB.
         method: one of :data:`SALIENCY_METHODS`.
         batch_size: images per chunk, ≥ 1.
-        **kwargs: passed to the estimator (e.g. ``border``, ``regularization``).
+        **kwargs: passed to the border prior (``border``, ``regularization``); the
+            OpenCV methods take none.
     Returns:
         (N, H, W) float32 in [0, 1].
     Raises:
-        ValueError: on bad images or an unknown ``method``.
+        ValueError: on bad images, an unknown ``method``, or keyword arguments for an
+            OpenCV method (naming them).
         ImportError: for the OpenCV methods when OpenCV's contrib module is missing.
     Example:
         >>> estimate_saliency(torch.zeros(2, 3, 8, 8, dtype=torch.uint8)).shape
@@ -230,6 +232,8 @@ def estimate_saliency(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     check_ndim("images", images, 4, "(N, 3, H, W)")
+    if kwargs and method != "border_prior":
+        raise ValueError(f"method {method!r} takes no keyword arguments, got {sorted(kwargs)}")
     out = []
     for i in range(0, images.shape[0], batch_size):
         x = images[i : i + batch_size]
@@ -237,7 +241,7 @@ def estimate_saliency(
         if method == "border_prior":
             out.append(border_prior_saliency(x, **kwargs))
         else:
-            out.append(opencv_saliency(x, method, **kwargs))
+            out.append(opencv_saliency(x, method))
     if not out:
         return torch.zeros(0, *images.shape[2:])
     return torch.cat(out).float()

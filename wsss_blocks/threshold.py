@@ -13,7 +13,7 @@ about ``h²/12`` (h the bin width; Sheppard's correction). EM runs on the binned
 and the reported variances subtract ``h²/12``, so they estimate the variances a fit to the
 raw values would give.
 
-Design notes: ``docs/threshold.md``; ``/work/shared/design/kernels.md`` part 2.
+Design notes: ``docs/threshold.md``.
 """
 
 from __future__ import annotations

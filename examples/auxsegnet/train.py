@@ -40,9 +40,18 @@ from wsss_blocks import (
     classification_loss,
     normalize_cam,
     raw_cam2seg_loss,
+    set_data_checks,
 )
 from wsss_blocks.affinity import CrossTaskAffinityFusion, NonLocalAffinity, propagate
 from wsss_blocks.data import WeakStrongViews
+from wsss_blocks.data.mfseg import PREFERRED_TEXTURE
+from wsss_blocks.data.textures import TEXTURE_NAMES
+from wsss_blocks.diagnostics import (
+    label_confusion,
+    label_quality,
+    texture_fp_counts,
+    texture_fp_rates,
+)
 from wsss_blocks.models import CAMBackboneNet, upsample
 from wsss_blocks.saliency import (
     cached_saliency,
@@ -199,6 +208,24 @@ def miou_of(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> float
     return m.compute()["miou"]
 
 
+def pseudo_label_diagnostics(y, masks, labels, train_set) -> dict:
+    """The pseudo-labels' quality by ``wsss_blocks.diagnostics``, as for CoSA's CPL:
+    on the pixels they label (mIoU, foreground precision and recall, coverage) and
+    their false positives on each class's preferred MF-Seg texture against others."""
+    previous = set_data_checks(False)  # (values come from the library's own blocks)
+    try:
+        q = label_quality(label_confusion(y, masks.long(), train_set.num_classes + 1))
+        preferred = [TEXTURE_NAMES.index(PREFERRED_TEXTURE[c]) for c in train_set.class_names]
+        kinds = torch.as_tensor(train_set.texture_ids).view(-1, 1, 1).expand_as(y)
+        fp = texture_fp_rates(texture_fp_counts(y, masks.long(), labels, kinds, preferred))
+    finally:
+        set_data_checks(previous)
+    mean = lambda v: sum(x for x in v if x == x) / max(1, sum(x == x for x in v))  # noqa: E731
+    return {"miou": q["miou"], "fg_precision": q["fg_precision"], "fg_recall": q["fg_recall"],
+            "coverage": q["coverage"], "texture_fp_preferred": mean(fp["preferred"]),
+            "texture_fp_other": mean(fp["other"])}  # fmt: skip
+
+
 def pack(y: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """Pack a label map and a saliency map into one integer map so that the views move
     them with one geometry: value = Y·256 + round(254·s) (255 stays free)."""
@@ -254,7 +281,7 @@ def evaluate(net, val_set, cfg, out_dir: Path, stage: int, figures: bool = True)
         }
         panels = {name: v.cpu() for name, v in panels.items()}
         save_overlay_grid(out_dir / "overlays" / f"stage_{stage}.png", x.cpu(), cam.amax(1).cpu(),
-                          panels, k)  # fmt: skip
+                          panels, k, class_names=val_set.class_names)  # fmt: skip
     return result
 
 
@@ -370,10 +397,16 @@ def _train(cfg: dict, dist: DistInfo, device: torch.device) -> dict:
             record["train_pl_ignored"] = float((y_all == IGNORE_INDEX).float().mean())
             s_bin = s_all >= cfg["pseudo_labels"]["saliency_threshold"]
             record["train_saliency_iou"] = float((s_bin * fg).sum() / ((s_bin + fg) > 0).sum())
+            record["diagnostics"] = pseudo_label_diagnostics(y_all, masks, labels, train_set)
+            d = record["diagnostics"]
             say(f"stage {stage}: pseudo-labels mIoU (train) "
                 f"{100 * record['train_pl_miou']:.1f}%, "
                 f"ignored {100 * record['train_pl_ignored']:.1f}%, saliency IoU "
-                f"{100 * record['train_saliency_iou']:.1f}%")  # fmt: skip
+                f"{100 * record['train_saliency_iou']:.1f}%; on labelled pixels mIoU "
+                f"{100 * d['miou']:.1f}%, fg precision {100 * d['fg_precision']:.1f}%, "
+                f"recall {100 * d['fg_recall']:.1f}%; false positives on the class's own "
+                f"texture {100 * d['texture_fp_preferred']:.1f}% vs others "
+                f"{100 * d['texture_fp_other']:.1f}%")  # fmt: skip
         packed_all = pack(y_all, s_all)
         iters = t["warmup_iterations"] if stage == 0 else t["stage_iterations"]
         bar = progress_bar(iters, desc=f"auxsegnet stage {stage}", disable=not dist.is_main)

@@ -480,6 +480,7 @@ def evaluate(net, on_net, data, thresholds, cfg, step, out_dir, figures=True) ->
             nu.cpu(),
             {"CPL": cpl.cpu(), "prediction": pred.cpu(), "GT": gt.cpu()},
             num_classes,
+            class_names=data.class_names,
         )
         if thresholds.dynamic and thresholds.history["xi"]:
             plot_threshold_diagnostics(

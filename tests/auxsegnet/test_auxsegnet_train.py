@@ -47,6 +47,10 @@ def test_two_steps_train_and_report_every_stage(trainer, tiny, tmp_path):
     assert "train_pl_miou" not in history[0]  # no pseudo-labels before the warm-up ends
     assert 0.0 <= history[1]["train_pl_miou"] <= 1.0
     assert 0.0 <= history[1]["train_saliency_iou"] <= 1.0
+    d = history[1]["diagnostics"]  # the pseudo-labels' diagnostics, as for CoSA's CPL
+    assert set(d) == {"miou", "fg_precision", "fg_recall", "coverage", "texture_fp_preferred",
+                      "texture_fp_other"}  # fmt: skip
+    assert 0.0 <= d["coverage"] <= 1.0 and 0.0 <= d["miou"] <= 1.0
     assert final["val_seg_miou"] == history[1]["val_seg_miou"] and final["minutes"] > 0
     assert sorted(p.name for p in (out / "overlays").glob("*.png")) == [
         "stage_0.png",

@@ -304,3 +304,11 @@ def test_fusion_rejects_bad_input(kwargs, match):
             "saliency": torch.zeros(1, 1, 2), **kwargs}  # fmt: skip
     with pytest.raises(ValueError, match=match):
         fuse_cam_saliency(**args)
+
+
+def test_estimate_saliency_names_keyword_arguments_an_opencv_method_does_not_take():
+    from wsss_blocks.saliency import SALIENCY_METHODS, estimate_saliency
+
+    opencv = next(m for m in SALIENCY_METHODS if m != "border_prior")
+    with pytest.raises(ValueError, match=r"takes no keyword arguments, got \['border'\]"):
+        estimate_saliency(torch.zeros(1, 3, 8, 8), opencv, border=2)

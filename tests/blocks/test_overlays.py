@@ -86,3 +86,17 @@ def test_save_overlay_grid_bad_input(tmp_path):
     with pytest.raises(ValueError, match="GT"):
         save_overlay_grid(tmp_path / "a.png", images, cams, {"CPL": lab, "GT": lab[:, :3]}, 2)
     assert not (tmp_path / "a.png").exists()
+
+
+def test_the_legend_names_the_colours_shown(tmp_path):
+    from PIL import Image
+
+    labels = torch.tensor([[[0, 1], [2, 255]]])
+    images = torch.rand(1, 3, 2, 2)
+    plain = save_overlay_grid(tmp_path / "a.png", images, torch.rand(1, 2, 2), {"L": labels}, 3)
+    named = save_overlay_grid(tmp_path / "b.png", images, torch.rand(1, 2, 2), {"L": labels}, 3,
+                              class_names=["cat", "dog"])  # fmt: skip
+    assert Image.open(named).height > Image.open(plain).height  # the legend's lines
+    with pytest.raises(ValueError, match="class_names must have num_classes - 1 = 2"):
+        save_overlay_grid(tmp_path / "c.png", images, torch.rand(1, 2, 2), {"L": labels}, 3,
+                          class_names=["cat"])  # fmt: skip

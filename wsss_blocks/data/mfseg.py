@@ -444,11 +444,6 @@ class MFSeg(Dataset):
         return f"MFSeg(split={self.split!r}, N={len(self)}, params={self.params})"
 
 
-def _expected_tied_rate(cooccurrence: float) -> float:
-    """P(background = tied texture of the top object's class) = p + (1 - p) / T."""
-    return cooccurrence + (1.0 - cooccurrence) / len(TEXTURE_NAMES)
-
-
 __all__ = [
     "GENERATOR_VERSION",
     "MFSEG_LARGE",
