@@ -411,7 +411,9 @@ def texture_fp_rates(counts: torch.Tensor) -> dict:
     Returns:
         ``{"preferred": C floats, "other": C floats, "ratio": C floats}``: the rate on
         the class's preferred kind, on other kinds, and their ratio (> 1: the class
-        spreads onto its coexisting background); NaN where a count is 0.
+        spreads onto its coexisting background), NaN where a count is 0; and
+        ``"mean_preferred"``, ``"mean_other"``: the means over the classes with a rate
+        (NaN if none).
     Raises:
         ValueError: if ``counts`` is not (C, 4).
     """
@@ -423,5 +425,6 @@ def texture_fp_rates(counts: torch.Tensor) -> dict:
     pref = torch.where(x[:, 1] > 0, x[:, 0] / x[:, 1].clamp_min(1), nan)
     other = torch.where(x[:, 3] > 0, x[:, 2] / x[:, 3].clamp_min(1), nan)
     ratio = torch.where(other > 0, pref / other, nan)
-    return {"preferred": pref.tolist(), "other": other.tolist(), "ratio": ratio.tolist()}
+    means = {"mean_preferred": float(pref.nanmean()), "mean_other": float(other.nanmean())}
+    return {"preferred": pref.tolist(), "other": other.tolist(), "ratio": ratio.tolist(), **means}
 

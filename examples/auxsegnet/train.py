@@ -44,8 +44,7 @@ from wsss_blocks import (
 )
 from wsss_blocks.affinity import CrossTaskAffinityFusion, NonLocalAffinity, propagate
 from wsss_blocks.data import WeakStrongViews
-from wsss_blocks.data.mfseg import PREFERRED_TEXTURE
-from wsss_blocks.data.textures import TEXTURE_NAMES
+from wsss_blocks.data.mfseg import PREFERRED_TEXTURE_IDS
 from wsss_blocks.diagnostics import (
     label_confusion,
     label_quality,
@@ -215,15 +214,14 @@ def pseudo_label_diagnostics(y, masks, labels, train_set) -> dict:
     previous = set_data_checks(False)  # (values come from the library's own blocks)
     try:
         q = label_quality(label_confusion(y, masks.long(), train_set.num_classes + 1))
-        preferred = [TEXTURE_NAMES.index(PREFERRED_TEXTURE[c]) for c in train_set.class_names]
+        preferred = list(PREFERRED_TEXTURE_IDS)  # MF-Seg's classes, in order
         kinds = torch.as_tensor(train_set.texture_ids).view(-1, 1, 1).expand_as(y)
         fp = texture_fp_rates(texture_fp_counts(y, masks.long(), labels, kinds, preferred))
     finally:
         set_data_checks(previous)
-    mean = lambda v: sum(x for x in v if x == x) / max(1, sum(x == x for x in v))  # noqa: E731
     return {"miou": q["miou"], "fg_precision": q["fg_precision"], "fg_recall": q["fg_recall"],
-            "coverage": q["coverage"], "texture_fp_preferred": mean(fp["preferred"]),
-            "texture_fp_other": mean(fp["other"])}  # fmt: skip
+            "coverage": q["coverage"], "texture_fp_preferred": fp["mean_preferred"],
+            "texture_fp_other": fp["mean_other"]}  # fmt: skip
 
 
 def pack(y: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

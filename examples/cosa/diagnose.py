@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -160,9 +159,7 @@ class EvalDiagnostics:
             q = [label_quality(c)["miou"] for c in self.pair]
             out["an_vs_on"] = {"cpl_an": q[0], "cpl_on": q[1], "spl_an": q[2], "spl_on": q[3]}
         if self.preferred is not None:
-            rates = texture_fp_rates(self.texture)
-            out["texture_fp"] = {**rates, "mean_preferred": _nanmean(rates["preferred"]),
-                                 "mean_other": _nanmean(rates["other"])}  # fmt: skip
+            out["texture_fp"] = texture_fp_rates(self.texture)
         if self.coexistence:
             out["c_miou"] = coexistence_miou(self.cpl, list(self.coexistence))
         return out
@@ -179,21 +176,15 @@ def _auroc(score: torch.Tensor, correct: torch.Tensor) -> float:
     return reliability_auroc(score, correct)
 
 
-def _nanmean(values) -> float:
-    v = [x for x in values if not math.isnan(x)]
-    return sum(v) / len(v) if v else float("nan")
-
-
 def background_kinds(data, class_names):
     """MF-Seg's per-image texture ids and each class's preferred texture, or (None, None)
     for data without a known background kind."""
-    from wsss_blocks.data.mfseg import PREFERRED_TEXTURE
-    from wsss_blocks.data.textures import TEXTURE_NAMES
+    from wsss_blocks.data.mfseg import FASHION_MNIST_CLASSES, PREFERRED_TEXTURE_IDS
 
     ids = getattr(data, "texture_ids", None)
     if ids is None:
         return None, None
-    preferred = [TEXTURE_NAMES.index(PREFERRED_TEXTURE[c]) for c in class_names]
+    preferred = [PREFERRED_TEXTURE_IDS[FASHION_MNIST_CLASSES.index(c)] for c in class_names]
     return torch.as_tensor(ids), preferred
 
 

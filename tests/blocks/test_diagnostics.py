@@ -133,6 +133,7 @@ def test_texture_false_positives_by_hand():
     assert counts.tolist() == [[1, 3, 0, 0], [0, 0, 2, 3]]
     r = texture_fp_rates(counts)
     assert r["preferred"][0] == pytest.approx(1 / 3) and math.isnan(r["other"][0])
+    assert r["mean_preferred"] == pytest.approx(1 / 3) and r["mean_other"] == pytest.approx(2 / 3)
     assert r["other"][1] == pytest.approx(2 / 3) and math.isnan(r["preferred"][1])
     with pytest.raises(ValueError, match="preferred must have one kind per class"):
         texture_fp_counts(pred, target, labels, kind, preferred=[0])

@@ -48,7 +48,11 @@ PREFERRED_TEXTURE: dict[str, str] = {
 }
 """The texture each class is tied to when co-occurrence is on (a bijection)."""
 
-_PREFERRED = np.array([TEXTURE_NAMES.index(PREFERRED_TEXTURE[c]) for c in FASHION_MNIST_CLASSES])
+PREFERRED_TEXTURE_IDS: tuple[int, ...] = tuple(
+    TEXTURE_NAMES.index(PREFERRED_TEXTURE[c]) for c in FASHION_MNIST_CLASSES
+)
+"""Per class (foreground index - 1), the index into TEXTURE_NAMES of its tied texture."""
+_PREFERRED = np.array(PREFERRED_TEXTURE_IDS)
 # Texture photos are resized so their shorter side is one of these multiples of the
 # canvas side before a canvas-sized crop is cut: coarse to fine views of the pattern.
 _TEXTURE_ZOOMS = (1.5, 2.5, 4.0)
@@ -449,6 +453,7 @@ __all__ = [
     "MFSEG_LARGE",
     "MFSeg",
     "PREFERRED_TEXTURE",
+    "PREFERRED_TEXTURE_IDS",
     "generate_mfseg",
     "mfseg_cache_dir",
     "mfseg_cache_key",
