@@ -23,6 +23,20 @@ import torch
 from ._checks import IGNORE_INDEX, check_label_map, check_ndim, check_open_unit, check_tensor
 from .pseudo_labels import cam_confidence
 
+__all__ = [
+    "VOC_COEXISTENCE_CLASSES",
+    "coexistence_miou",
+    "cpl_sweep_confusions",
+    "label_confusion",
+    "label_quality",
+    "reliability_auroc",
+    "reliability_curve",
+    "restrict",
+    "texture_fp_counts",
+    "texture_fp_rates",
+    "threshold_sweep",
+]
+
 VOC_COEXISTENCE_CLASSES = (3, 4, 19)
 """VOC class indices (1-based, background 0) of the coexistence examples CoSA names:
 bird (branches), boat (sea), train (railways) (Sec. 3.3, Fig. 4). The paper reports
