@@ -9,7 +9,7 @@ and :func:`texture_fp_counts`; the summaries (:func:`label_quality`,
 summed counts into numbers. :func:`reliability_auroc` and :func:`reliability_curve` take
 per-pixel scores directly.
 
-Label maps hold class indices in [0, K) (0 = background) and 255 (:data:`IGNORE_INDEX`)
+Label maps hold class indices in [0, K) (0 = background) and 255 (:data:`~wsss_blocks.IGNORE_INDEX`)
 where a pixel has no label; a pseudo-label's 255 pixels count as *unlabelled* (its
 coverage falls), the ground truth's as not scored.
 """

@@ -335,7 +335,8 @@ class MFSeg(Dataset):
         root: cache folder; default ``$WSSS_BLOCKS_CACHE/mfseg`` or
             ``~/.cache/wsss_blocks/mfseg``. The file is ``<split>_<hash of params>.npz``.
         num_train, num_val: split sizes (only the one for ``split`` is used).
-        image_size, min_objects, max_objects, scale_range, cooccurrence,
+        image_size, min_objects, max_objects, scale_range, cooccurrence: see
+            :func:`generate_mfseg`.
         texture_contrast, min_visible, threshold, seed, fashion_mnist_dir: see
             :func:`generate_mfseg`.
         cache: if False, generate in memory and touch no file.
@@ -349,10 +350,12 @@ class MFSeg(Dataset):
         class_names: the 10 Fashion-MNIST names (no background entry).
         cache_path: the .npz path (None with ``cache=False``).
         cache_hit: True if the split was read from an existing cache file.
-        texture_ids, primary_classes: (N,) int64 arrays, see :func:`generate_mfseg`.
+        texture_ids: (N,) int64 array, see :func:`generate_mfseg`.
+        primary_classes: (N,) int64 array, see :func:`generate_mfseg`.
 
     Raises:
-        ValueError: on a bad argument. FileNotFoundError: if Fashion-MNIST is missing.
+        ValueError: on a bad argument.
+        FileNotFoundError: if Fashion-MNIST is missing.
 
     Example:
         >>> ds = MFSeg("val", num_val=4, image_size=32, scale_range=(0.4, 0.8), cache=False)

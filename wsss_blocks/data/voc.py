@@ -247,7 +247,7 @@ class SegmentationFolder(Dataset):
         there. Kept in memory afterwards.
 
         Returns:
-            (N, C) float32 multi-hot tensor in the order of :attr:`names`.
+            (N, C) float32 multi-hot tensor in the order of ``names``.
         Raises:
             KeyError: if the cache file lacks a name of this split.
         """

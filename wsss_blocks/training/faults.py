@@ -83,7 +83,7 @@ def _alive(pid: int) -> bool:
 
 class StopSignals:
     """Within the block, SIGINT and SIGTERM do not kill the process but set
-    :attr:`requested` (the signal number), so a training loop can finish its step,
+    ``requested`` (the signal number), so a training loop can finish its step,
     save and exit; a second SIGINT interrupts at once. Handlers are restored on exit.
     Only the main thread can install them; elsewhere the block changes nothing."""
 

@@ -52,7 +52,8 @@ def poly_lr_factor(
 def build_adamw(model: torch.nn.Module, lr: float, head_lr_mult: float, weight_decay: float):
     """AdamW with two groups: the backbone at ``lr`` and the heads (classifiers, decoder)
     at ``lr * head_lr_mult`` (CoSA's release: 6e-5 and ×10). ``model`` must have
-    ``backbone_parameters()`` and ``head_parameters()`` (every :class:`CAMBackboneNet`).
+    ``backbone_parameters()`` and ``head_parameters()`` (every
+    :class:`~wsss_blocks.models.CAMBackboneNet`).
 
     Raises:
         ValueError: if ``lr`` or ``head_lr_mult`` is not > 0 or ``weight_decay`` < 0.
@@ -86,7 +87,7 @@ class Stepper:
 
     A non-finite loss: on the CPU the step is skipped (no update of the weights, the
     optimizer state or the teacher; the schedule advances) and counted in
-    :attr:`skipped`; ``max_nonfinite`` such steps in a row raise
+    ``skipped``; ``max_nonfinite`` such steps in a row raise
     :class:`NonFiniteLossError`. Under ``torch.distributed`` all ranks skip a step
     that is non-finite on any of them. On CUDA (where checking would wait for the device)
     the step runs, and reading the log raises NonFiniteLossError if one was non-finite.
