@@ -1,18 +1,30 @@
-// Op schemas of the fused contrastive separation (CSC) loss, CoSA Eqs. (9)-(10), and the
-// input checks every backend runs. Kernels: cpu/contrastive_cpu.cpp, cuda/contrastive_cuda.cu.
+// The Python module of the fused contrastive separation (CSC) loss, CoSA Eqs. (9)-(10), and
+// the input checks every backend runs. The op schemas are defined in Python
+// (wsss_blocks/ops/contrastive.py) so that fake kernels and autograd exist without this
+// library; the kernels are cpu/contrastive_cpu.cpp and cuda/contrastive_cuda.cu.
 #include <Python.h>
-#include <torch/library.h>
 
 #include <cmath>
 
 #include "contrastive.h"
 
 extern "C" {
-// An empty Python module: importing wsss_blocks._C loads this library, whose static
-// initialisers register the ops with the dispatcher.
+// Importing wsss_blocks._C loads this library, whose static initialisers register the
+// kernels with the dispatcher. The module's one attribute, kernel_devices, names the device
+// types it has kernels for ("cpu" or "cpu,cuda").
 PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
+  PyObject* module = PyModule_Create(&module_def);
+#ifdef WITH_CUDA
+  const char* devices = "cpu,cuda";
+#else
+  const char* devices = "cpu";
+#endif
+  if (module != nullptr && PyModule_AddStringConstant(module, "kernel_devices", devices) < 0) {
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
 }
 }
 
@@ -59,13 +71,3 @@ void check_csc_stats(const at::Tensor& grad, const at::Tensor& x, const at::Tens
 }
 
 }  // namespace wsss_blocks
-
-TORCH_LIBRARY(wsss_blocks, m) {
-  // x: (N, D) L2-normalised rows; labels: (N,) int64. Returns the 0-d loss (x's dtype) and
-  // the per-anchor statistics nu, g, count (N,) (float32, float64 for float64 x).
-  m.def("csc_forward(Tensor x, Tensor labels, float tau) -> (Tensor, Tensor, Tensor, Tensor)");
-  // Recomputing backward: dL/dx (N, D) from the forward statistics, nothing N x N stored.
-  m.def(
-      "csc_backward(Tensor grad, Tensor x, Tensor labels, Tensor nu, Tensor g, Tensor count, "
-      "float tau) -> Tensor");
-}

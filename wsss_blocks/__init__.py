@@ -14,6 +14,7 @@ from .affinity import (
     propagate,
 )
 from .cam import CAMExtractor, CAMOutput, TimmFeatures, normalize_cam, pool_cam, pooled_logits
+from .gmm import gmm_crossing
 from .losses import (
     classification_loss,
     dense_energy_loss,
@@ -46,7 +47,7 @@ from .saliency import (
     save_saliency_maps,
 )
 from .teacher import EMATeacher
-from .threshold import GMMThresholdSearcher, gmm_crossing, unit_histogram
+from .threshold import GMMThresholdSearcher, unit_histogram
 
 __version__ = "0.1.0"
 

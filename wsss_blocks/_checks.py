@@ -185,3 +185,34 @@ def check_open_unit(name: str, value: float | torch.Tensor) -> None:
     v = value
     if not (isinstance(v, (int, float)) and 0.0 < v < 1.0):
         raise ValueError(f"{name} must lie in (0, 1), got {v!r}")
+
+
+def check_int(name: str, value: object, minimum: int) -> None:
+    """Raise unless ``value`` is an int (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_interval(
+    name: str,
+    value: object,
+    low: float,
+    high: float,
+    *,
+    left_open: bool = False,
+    right_open: bool = False,
+) -> None:
+    """Raise unless ``value`` is a number (not a bool) in the interval from ``low`` to
+    ``high``, each end closed unless ``left_open`` / ``right_open``."""
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and (low < value if left_open else low <= value)
+        and (value < high if right_open else value <= high)
+    )
+    if not ok:
+        brackets = ("(" if left_open else "[", ")" if right_open else "]")
+        raise ValueError(
+            f"{name} must lie in {brackets[0]}{low}, {high}{brackets[1]}, got {value!r}"
+        )
+

@@ -24,6 +24,7 @@ from ._checks import (
     check_finite,
     check_float,
     check_image_batch,
+    check_int,
     check_ndim,
     check_nonnegative,
     check_positive,
@@ -113,8 +114,7 @@ class NonLocalAffinity(nn.Module):
         super().__init__()
         key_channels = in_channels if key_channels is None else key_channels
         for name, v in (("in_channels", in_channels), ("key_channels", key_channels)):
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+            check_int(name, v, 1)
         self.scale = 1.0 / math.sqrt(key_channels) if scale is None else scale
         check_positive("scale", self.scale)
         self.theta = nn.Conv2d(in_channels, key_channels, 1)
@@ -198,8 +198,7 @@ class CrossTaskAffinityFusion(nn.Module):
 
     def __init__(self, num_tasks: int = 2):
         super().__init__()
-        if not isinstance(num_tasks, int) or num_tasks < 1:
-            raise ValueError(f"num_tasks must be an integer >= 1, got {num_tasks!r}")
+        check_int("num_tasks", num_tasks, 1)
         self.logits = nn.Parameter(torch.zeros(num_tasks))
 
     @property
@@ -255,8 +254,7 @@ def propagate(affinity: torch.Tensor, maps: torch.Tensor, steps: int = 1) -> tor
             f"affinity must be ({b}, {h * w}, {h * w}) for maps of shape {tuple(maps.shape)}, "
             f"got {tuple(affinity.shape)}"
         )
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    check_int("steps", steps, 0)
     y = maps.flatten(2).transpose(1, 2)  # (B, N, K)
     a = affinity.to(y.dtype)
     for _ in range(steps):

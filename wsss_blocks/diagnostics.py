@@ -20,7 +20,14 @@ from collections.abc import Sequence
 
 import torch
 
-from ._checks import IGNORE_INDEX, check_label_map, check_ndim, check_open_unit, check_tensor
+from ._checks import (
+    IGNORE_INDEX,
+    check_int,
+    check_label_map,
+    check_ndim,
+    check_open_unit,
+    check_tensor,
+)
 from .pseudo_labels import cam_confidence
 
 __all__ = [
@@ -49,9 +56,7 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> N
     if pred.shape != target.shape:
         raise ValueError(f"pred shape {tuple(pred.shape)} differs from target shape "
                          f"{tuple(target.shape)}")  # fmt: skip
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2 (with background), got "
-                         f"{num_classes!r}")  # fmt: skip
+    check_int("num_classes", num_classes, 2)  # background and one class at least
     check_label_map("pred", pred, num_classes)
     check_label_map("target", target, num_classes)
 
@@ -242,8 +247,7 @@ def reliability_curve(score: torch.Tensor, correct: torch.Tensor, bins: int = 10
         ([0.5, 1.0], [2, 1])
     """
     s, y = _scores_and_correct(score, correct)
-    if not isinstance(bins, int) or bins < 1:
-        raise ValueError(f"bins must be an integer >= 1, got {bins!r}")
+    check_int("bins", bins, 1)
     if value_range is None:
         lo, hi = (float(s.min()), float(s.max())) if s.numel() else (0.0, 1.0)
         hi = hi if hi > lo else lo + 1.0

@@ -33,6 +33,7 @@ from ._checks import (
     IGNORE_INDEX,
     check_finite,
     check_float,
+    check_int,
     check_ndim,
     check_open_unit,
     check_positive,
@@ -229,8 +230,7 @@ def estimate_saliency(
     """
     if method not in SALIENCY_METHODS:
         raise ValueError(f"method must be one of {SALIENCY_METHODS}, got {method!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    check_int("batch_size", batch_size, 1)
     check_ndim("images", images, 4, "(N, 3, H, W)")
     if kwargs and method != "border_prior":
         raise ValueError(f"method {method!r} takes no keyword arguments, got {sorted(kwargs)}")

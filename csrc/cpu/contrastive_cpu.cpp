@@ -295,7 +295,7 @@ at::Tensor csc_backward_cpu(const at::Tensor& grad, const at::Tensor& x_in,
 
 TORCH_LIBRARY_IMPL(wsss_blocks, CPU, m) {
   m.impl("csc_forward", &csc_forward_cpu);
-  m.impl("csc_backward", &csc_backward_cpu);
+  m.impl("_csc_backward", &csc_backward_cpu);
 }
 
 }  // namespace wsss_blocks

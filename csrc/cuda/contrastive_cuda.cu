@@ -256,7 +256,7 @@ at::Tensor csc_backward_cuda(const at::Tensor& grad, const at::Tensor& x_in,
 
 TORCH_LIBRARY_IMPL(wsss_blocks, CUDA, m) {
   m.impl("csc_forward", &csc_forward_cuda);
-  m.impl("csc_backward", &csc_backward_cuda);
+  m.impl("_csc_backward", &csc_backward_cuda);
 }
 
 }  // namespace wsss_blocks

@@ -112,7 +112,7 @@ SPECS: list[Spec] = [
          not_applicable={"labels out of range": "labels are any integer ids; rows labelled 255 are left out"}),
     Spec("unit_histogram", lambda: (W.unit_histogram, {"values": _rand(64), "bins": 8}), "values",
          not_applicable={"wrong rank": "values of any shape", "NaN": "NaN, inf and values outside [0, 1] are counted in the invalid slot (documented; no host synchronisation)"}),
-    Spec("gmm_crossing", lambda: (W.gmm_crossing, {"pi": torch.tensor([0.6, 0.4]), "mu": torch.tensor([0.2, 0.8]), "std": torch.tensor([0.1, 0.1])}), "mu", "std"),
+    Spec("gmm_crossing", lambda: (W.gmm_crossing, {"pi": torch.tensor([0.6, 0.4]), "mu": torch.tensor([0.2, 0.8]), "var": torch.tensor([0.01, 0.01])}), "mu", "var"),
     Spec("GMMThresholdSearcher.update", lambda: (W.GMMThresholdSearcher(queue_size=2, bins=32).update, {"values": _rand(B, H, H)}), "values",
          not_applicable={"wrong rank": "values of any shape"}),
     Spec("MeanIoU.update", lambda: (W.MeanIoU(C + 1).update, {"pred": _label_map(C + 1), "target": _label_map(C + 1)}), "pred", "target", label_map=("target", C + 1)),

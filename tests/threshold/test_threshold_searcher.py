@@ -10,7 +10,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import wsss_blocks.threshold as threshold_module
+import wsss_blocks.gmm as gmm_module
 from wsss_blocks.threshold import (
     GMMThresholdSearcher,
     _histogram_histc,
@@ -167,8 +167,8 @@ def test_threshold_all_equal_queue_gives_that_value():
     searcher = GMMThresholdSearcher(bins=1024)
     xi = searcher.update(torch.full((4, 8, 8), 0.3))
     assert torch.isfinite(xi) and abs(float(xi) - 0.3) <= 1 / 1024
-    pi, mu, std = searcher.mixture()
-    assert torch.isfinite(torch.cat((pi, mu, std))).all()
+    pi, mu, var = searcher.mixture()
+    assert torch.isfinite(torch.cat((pi, mu, var))).all()
 
 
 @given(
@@ -232,8 +232,11 @@ def test_threshold_rejects_non_float_values_and_bad_arguments():
         {"ema_decay": 1.0},
         {"initial_threshold": 1.5},
         {"em_iters": 0},
-        {"initial_bounds": (0.7, 0.2)},
+        {"policy": "cosa-code", "initial_bounds": (0.7, 0.2)},
+        {"initial_bounds": (0.3, 0.6)},  # policy "paper" has one threshold
         {"tol": -1.0},
+        {"reg_covar": 0.0},
+        {"ema_decay": True},
     ):
         with pytest.raises(ValueError):
             GMMThresholdSearcher(**kwargs)
@@ -294,7 +297,7 @@ def test_threshold_update_path_has_no_host_reads(monkeypatch, policy):
     """With validate=False nothing in update reads a tensor back to Python."""
     # The CPU-only early exit of EM with a tolerance reads a CPU flag; off, the path is the
     # one accelerators run.
-    monkeypatch.setattr(threshold_module, "_CPU_EARLY_EXIT", False)
+    monkeypatch.setattr(gmm_module, "_CPU_EARLY_EXIT", False)
     searcher = GMMThresholdSearcher(validate=False, policy=policy)
     searcher.update(_bimodal(1000, 10))
 
@@ -334,7 +337,7 @@ def _mixture(draw):
 def test_threshold_crossing_equalises_weighted_densities_or_falls_back(data):
     w, m1, m2, s1, s2 = _mixture(data.draw)
     t = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
-    xi = float(gmm_crossing(t(w, 1 - w), t(m1, m2), t(s1, s2)))
+    xi = float(gmm_crossing(t(w, 1 - w), t(m1, m2), t(s1**2, s2**2)))
 
     def f(x):  # log fg − log bg weighted density
         return (math.log(1 - w) - math.log(s2) - 0.5 * ((x - m2) / s2) ** 2) - (
@@ -355,8 +358,8 @@ def test_threshold_crossing_equalises_weighted_densities_or_falls_back(data):
 
 def test_threshold_crossing_is_symmetric_in_component_order():
     t = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
-    a = gmm_crossing(t(0.3, 0.7), t(0.2, 0.7), t(0.05, 0.1))
-    b = gmm_crossing(t(0.7, 0.3), t(0.7, 0.2), t(0.1, 0.05))
+    a = gmm_crossing(t(0.3, 0.7), t(0.2, 0.7), t(0.05**2, 0.1**2))
+    b = gmm_crossing(t(0.7, 0.3), t(0.7, 0.2), t(0.1**2, 0.05**2))
     assert float(a) == pytest.approx(float(b))
 
 
@@ -403,7 +406,7 @@ def test_threshold_cpu_early_exit_gives_the_frozen_result(monkeypatch):
     x = _bimodal(4000, 13)
     early = GMMThresholdSearcher(policy="cosa-code")
     early.update(x)
-    monkeypatch.setattr(threshold_module, "_CPU_EARLY_EXIT", False)
+    monkeypatch.setattr(gmm_module, "_CPU_EARLY_EXIT", False)
     full = GMMThresholdSearcher(policy="cosa-code")
     full.update(x)
     for a, b in zip(early.mixture(), full.mixture(), strict=True):

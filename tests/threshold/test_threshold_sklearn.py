@@ -31,7 +31,7 @@ def _sklearn_fit(x: np.ndarray, k: int = 2, **kw) -> tuple[np.ndarray, ...]:
 
 
 def _sklearn_xi(pi, mu, std) -> float:
-    t = [torch.as_tensor(a, dtype=torch.float64) for a in (pi, mu, std)]
+    t = [torch.as_tensor(a, dtype=torch.float64) for a in (pi, mu, std**2)]
     return float(gmm_crossing(*t))
 
 
@@ -44,7 +44,8 @@ def _fit_searcher(x: np.ndarray, bins: int = BINS, **kw) -> GMMThresholdSearcher
 def _assert_agrees(x: np.ndarray, bins: int = BINS) -> None:
     _, pi, mu, std = _sklearn_fit(x)
     searcher = _fit_searcher(x, bins)
-    our_pi, our_mu, our_std = (t.numpy() for t in searcher.mixture())
+    our_pi, our_mu, our_var = (t.numpy() for t in searcher.mixture())
+    our_std = np.sqrt(our_var)
     h = 1.0 / bins
     np.testing.assert_allclose(our_mu, mu, atol=h, rtol=0)
     np.testing.assert_allclose(our_std, std, atol=2 * h, rtol=0)
@@ -103,7 +104,7 @@ def test_threshold_sheppard_correction_removes_binning_variance():
     _, _, _, std = _sklearn_fit(x)
     searcher = _fit_searcher(x, bins)
     var_sk = std**2
-    var_reported = searcher.mixture()[2].numpy() ** 2
+    var_reported = searcher.mixture()[2].numpy()
     var_binned = searcher.var[torch.argsort(searcher.mu)].numpy()  # raw EM variances
     np.testing.assert_allclose(var_reported, var_sk, rtol=0.01)
     assert np.all(np.abs(var_binned / var_sk - 1) > 0.03)  # the correction is doing work

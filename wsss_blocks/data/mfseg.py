@@ -16,10 +16,7 @@ then tend to spread onto its texture, which contrastive separation (CSC) targets
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from .._cache import cache_dir, cache_key, load_npz, save_npz_atomic
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from .textures import TEXTURE_NAMES, _load_cached
 
@@ -298,33 +296,12 @@ def mfseg_cache_dir(root: str | os.PathLike | None = None) -> Path:
     Returns:
         The folder path (not created here).
     """
-    if root is not None:
-        return Path(root)
-    env = os.environ.get("WSSS_BLOCKS_CACHE")
-    base = Path(env) if env else Path.home() / ".cache" / "wsss_blocks"
-    return base / "mfseg"
+    return cache_dir("mfseg", root)
 
 
 def mfseg_cache_key(split: str, params: dict[str, Any]) -> str:
     """Hex digest (16 chars) of the split, the generator version and the parameters."""
-    blob = json.dumps(
-        {"split": split, "version": GENERATOR_VERSION, **params}, sort_keys=True, default=list
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write an .npz next to ``path`` under a temporary name, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)  # atomic on POSIX: readers never see a half-written file
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    return cache_key({"split": split, "version": GENERATOR_VERSION, **params})
 
 
 class MFSeg(Dataset):
@@ -405,17 +382,12 @@ class MFSeg(Dataset):
             self.cache_path = (
                 mfseg_cache_dir(root) / f"{split}_{mfseg_cache_key(split, params)}.npz"
             )
-            if self.cache_path.is_file():
-                try:
-                    with np.load(self.cache_path) as z:
-                        arrays = {key: z[key] for key in z.files}
-                    self.cache_hit = True
-                except (OSError, ValueError, EOFError):
-                    arrays = None  # unreadable cache file: regenerate and overwrite it
+            arrays = load_npz(self.cache_path)  # None: missing or unreadable
+            self.cache_hit = arrays is not None
         if arrays is None:
             arrays = generate_mfseg(split, fashion_mnist_dir=fashion_mnist_dir, **params)
             if self.cache_path is not None:
-                _save_atomic(self.cache_path, arrays)
+                save_npz_atomic(self.cache_path, arrays)
         self._images = torch.from_numpy(arrays["images"])
         self._masks = torch.from_numpy(arrays["masks"])
         self._labels = torch.from_numpy(arrays["labels"]).float()

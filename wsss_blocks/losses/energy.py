@@ -16,6 +16,7 @@ import torch
 from .._checks import (
     IGNORE_INDEX,
     check_float,
+    check_int,
     check_label_map,
     check_ndim,
     check_positive,
@@ -237,8 +238,7 @@ def dense_energy_loss(
         raise ValueError(f"images must be on {probs.device} like probs, got {images.device}")
     check_positive("sigma_rgb", sigma_rgb)
     check_positive("sigma_xy", sigma_xy)
-    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
-        raise ValueError(f"radius must be an int >= 1, got {radius!r}")
+    check_int("radius", radius, 1)
     if valid is not None:
         _check_mask("valid", valid, (b, h, w), probs.device)
         if valid.dtype != torch.bool:

@@ -1,8 +1,10 @@
-"""Lazy, failure-tolerant loading of the compiled extension ``wsss_blocks._C``.
+"""Lazy, failure-tolerant loading of the compiled kernels ``wsss_blocks._C``.
 
-``import wsss_blocks`` never imports the extension: the first CSC call does, so a missing
-or broken build costs one warning and the pure-PyTorch fallback, never an import error.
-Set ``WSSS_BLOCKS_NO_EXTENSION=1`` to force the fallback (used by tests).
+``import wsss_blocks`` never loads the library: the first CSC call does, so a missing or
+broken build costs one warning and the pure-PyTorch fallback, never an import error. The
+op schemas, fake kernels and autograd live in :mod:`wsss_blocks.ops.contrastive` and exist
+without the library; loading it only adds the CPU (and CUDA) kernels.
+Set ``WSSS_BLOCKS_NO_EXTENSION=1`` to force the fallback.
 """
 
 from __future__ import annotations
@@ -13,12 +15,22 @@ from types import ModuleType
 
 _STATE: dict = {"tried": False, "module": None, "error": None}
 
+_HOW_TO_BUILD = (
+    "From a source checkout: `pip install --no-build-isolation -e .`; from PyPI, build "
+    "against your installed torch: `pip install --no-build-isolation --no-binary "
+    "wsss-blocks --force-reinstall --no-deps wsss-blocks` (FORCE_CUDA=1 for the CUDA kernel)"
+)
+"""How a user gets the compiled kernels; named by every message about a missing build."""
+
 
 def load_extension() -> ModuleType | None:
-    """Import ``wsss_blocks._C`` once and register its Python side; None if unavailable.
+    """Import ``wsss_blocks._C`` once; None if it is unavailable or disabled.
 
-    The first failure emits one :class:`RuntimeWarning` naming the cause; later calls are
-    silent and return the cached result.
+    Returns:
+        The extension module, whose ``kernel_devices`` attribute is a comma-separated list
+        of the device types it has kernels for (``"cpu"`` or ``"cpu,cuda"``), or None.
+    Warns:
+        RuntimeWarning: once, on the first failure, naming the cause and how to build.
     """
     if _STATE["tried"]:
         return _STATE["module"]
@@ -27,20 +39,16 @@ def load_extension() -> ModuleType | None:
         if os.environ.get("WSSS_BLOCKS_NO_EXTENSION", "0") == "1":
             raise ImportError("disabled by WSSS_BLOCKS_NO_EXTENSION=1")
         from wsss_blocks import _C  # noqa: PLC0415 - deliberately lazy
-    except (ImportError, OSError) as err:
+    except (ImportError, OSError, RuntimeError) as err:  # RuntimeError: a stale build
         _STATE["error"] = f"{type(err).__name__}: {err}"
         warnings.warn(
-            "wsss_blocks: the compiled CSC operator (wsss_blocks._C) is not available "
+            "wsss_blocks: the compiled CSC kernels (wsss_blocks._C) are not available "
             f"({_STATE['error']}); contrastive_separation_loss falls back to the pure-PyTorch "
-            "reference, which needs O(N^2) memory. Build it with "
-            "`pip install --no-build-isolation -e .`.",
+            f"reference, which needs O(N^2) memory. {_HOW_TO_BUILD}.",
             RuntimeWarning,
             stacklevel=3,
         )
         return None
-    from wsss_blocks.ops import contrastive  # noqa: PLC0415 - registers fake/autograd
-
-    contrastive.register_python_side()
     _STATE["module"] = _C
     return _C
 
@@ -48,3 +56,8 @@ def load_extension() -> ModuleType | None:
 def extension_error() -> str | None:
     """Why the extension failed to load (None if it loaded or was not tried yet)."""
     return _STATE["error"]
+
+
+def how_to_build() -> str:
+    """The one-line instruction for building the compiled kernels."""
+    return _HOW_TO_BUILD

@@ -1,61 +1,88 @@
-"""Python face of the fused CSC operator: registration, dispatch and the kernel call.
+"""Python face of the fused CSC operator: schemas, fake kernels, autograd and dispatch.
 
-The C++/CUDA schemas (csrc/contrastive.cpp) are
+The schemas are defined here, so the ops, their fake (meta) kernels and their autograd
+formula exist whether or not the compiled library is present; ``wsss_blocks._C``
+(csrc/, loaded lazily by :mod:`wsss_blocks.ops._extension`) adds the CPU and CUDA kernels:
 
 - ``wsss_blocks::csc_forward(Tensor x, Tensor labels, float tau) -> (loss, nu, g, count)``
-- ``wsss_blocks::csc_backward(Tensor grad, Tensor x, Tensor labels, Tensor nu, Tensor g,
-  Tensor count, float tau) -> Tensor``
+- ``wsss_blocks::_csc_backward(Tensor grad, Tensor x, Tensor labels, Tensor nu, Tensor g,
+  Tensor count, float tau) -> Tensor`` (private, as torchvision names its backward ops)
 
 where ``x`` holds L2-normalised rows; ``nu`` (ν, log-sum-exp over negatives), ``g`` (mean
 sigmoid over positives) and ``count`` (positives per anchor) are the O(N) statistics the
-recomputing backward needs. This module adds the fake (meta) kernels and the autograd
-formula, so the op works under autograd, ``torch.compile`` and ``torch.library.opcheck``.
+recomputing backward needs. The op works under autograd, ``torch.compile`` and
+``torch.library.opcheck``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from wsss_blocks.ops._extension import extension_error, load_extension
+from wsss_blocks.ops._extension import extension_error, how_to_build, load_extension
 from wsss_blocks.ops.reference import accumulation_dtype, normalize_rows
 
 MAX_KERNEL_DIM = 1024
 """Largest feature dimension D the compiled kernels accept."""
 
-_REGISTERED = {"done": False}
+torch.library.define(
+    "wsss_blocks::csc_forward",
+    "(Tensor x, Tensor labels, float tau) -> (Tensor, Tensor, Tensor, Tensor)",
+)
+torch.library.define(
+    "wsss_blocks::_csc_backward",
+    "(Tensor grad, Tensor x, Tensor labels, Tensor nu, Tensor g, Tensor count, float tau)"
+    " -> Tensor",
+)
 
 
-def register_python_side() -> None:
-    """Register fake kernels and autograd for the compiled ops (idempotent)."""
-    if _REGISTERED["done"]:
-        return
-    _REGISTERED["done"] = True
-
-    @torch.library.register_fake("wsss_blocks::csc_forward")
-    def _forward_fake(x, labels, tau):
-        n = x.shape[0]
-        acc = accumulation_dtype(x.dtype)
-        stat = x.new_empty((n,), dtype=acc)
-        return x.new_empty(()), stat, torch.empty_like(stat), torch.empty_like(stat)
-
-    @torch.library.register_fake("wsss_blocks::csc_backward")
-    def _backward_fake(grad, x, labels, nu, g, count, tau):
-        return torch.empty_like(x)
-
-    def setup_context(ctx, inputs, output):
-        x, labels, tau = inputs
-        _, nu, g, count = output
-        ctx.save_for_backward(x, labels, nu, g, count)
-        ctx.tau = tau
-
-    def backward(ctx, grad_loss, _grad_nu, _grad_g, _grad_count):
-        x, labels, nu, g, count = ctx.saved_tensors
-        grad_x = torch.ops.wsss_blocks.csc_backward(grad_loss, x, labels, nu, g, count, ctx.tau)
-        return grad_x, None, None
-
-    torch.library.register_autograd(
-        "wsss_blocks::csc_forward", backward, setup_context=setup_context
+def _check_op_inputs(x: torch.Tensor, labels: torch.Tensor) -> None:
+    """The shape contract the compiled kernels check, for the fake kernels (symbolic-safe)."""
+    torch._check(x.dim() == 2, lambda: f"csc: features must be (N, D), got {tuple(x.shape)}")
+    torch._check(
+        1 <= x.shape[1] <= MAX_KERNEL_DIM,
+        lambda: f"csc: features must have 1 <= D <= {MAX_KERNEL_DIM}, got {tuple(x.shape)}",
     )
+    torch._check(
+        labels.dim() == 1 and labels.shape[0] == x.shape[0],
+        lambda: f"csc: labels must be (N,) with N = {x.shape[0]}, got {tuple(labels.shape)}",
+    )
+
+
+@torch.library.register_fake("wsss_blocks::csc_forward")
+def _forward_fake(x, labels, tau):
+    _check_op_inputs(x, labels)
+    stat = x.new_empty((x.shape[0],), dtype=accumulation_dtype(x.dtype))
+    return x.new_empty(()), stat, torch.empty_like(stat), torch.empty_like(stat)
+
+
+@torch.library.register_fake("wsss_blocks::_csc_backward")
+def _backward_fake(grad, x, labels, nu, g, count, tau):
+    _check_op_inputs(x, labels)
+    torch._check(grad.dim() == 0, lambda: f"csc: grad must be 0-d, got {tuple(grad.shape)}")
+    for stat in (nu, g, count):
+        torch._check(
+            stat.shape == (x.shape[0],),
+            lambda shape=tuple(stat.shape): f"csc: nu, g, count must be (N,), got {shape}",
+        )
+    return torch.empty_like(x)
+
+
+def _setup_context(ctx, inputs, output):
+    x, labels, tau = inputs
+    _, nu, g, count = output
+    ctx.save_for_backward(x, labels, nu, g, count)
+    ctx.tau = tau
+
+
+def _backward(ctx, grad_loss, _grad_nu, _grad_g, _grad_count):
+    x, labels, nu, g, count = ctx.saved_tensors
+    grad_x = torch.ops.wsss_blocks._csc_backward(grad_loss, x, labels, nu, g, count, ctx.tau)
+    return grad_x, None, None
+
+
+torch.library.register_autograd(
+    "wsss_blocks::csc_forward", _backward, setup_context=_setup_context
+)
 
 
 @torch.compiler.assume_constant_result
@@ -65,12 +92,8 @@ def _kernel_devices() -> str:
     Cheap in eager mode; under ``torch.compile`` it runs at trace time and its result is a
     constant of the graph, so the dispatch below never breaks a graph.
     """
-    if load_extension() is None:
-        return ""
-    has = torch._C._dispatch_has_kernel_for_dispatch_key
-    return ",".join(
-        t for t, k in (("cpu", "CPU"), ("cuda", "CUDA")) if has("wsss_blocks::csc_forward", k)
-    )
+    ext = load_extension()
+    return "" if ext is None else ext.kernel_devices
 
 
 def csc_implementation(device: str | torch.device = "cpu") -> str:
@@ -116,8 +139,7 @@ def resolve_csc_impl(impl: str, features: torch.Tensor) -> str:
         why = extension_error() or "the extension has no kernel for this device"
         raise RuntimeError(
             f"impl='kernel' requested for {features.device.type} tensors but the compiled "
-            f"CSC operator is unavailable ({why}). Build it with "
-            "`pip install --no-build-isolation -e .` (FORCE_CUDA=1 for CUDA)."
+            f"CSC operator is unavailable ({why}). {how_to_build()}."
         )
     return "kernel"
 

@@ -100,7 +100,8 @@ def _draw_queue(ax, name: str, searcher: GMMThresholdSearcher) -> None:
         density = shown / (total * np.diff(shown_edges))
         ax.stairs(density, shown_edges, fill=True, alpha=0.35, label="queue")
         x = np.linspace(0.0, 1.0, 801)
-        pi, mu, std = (t.cpu().numpy() for t in searcher.mixture())
+        pi, mu, var = (t.cpu().numpy() for t in searcher.mixture())
+        std = np.sqrt(var)
         comps = [
             p * kept / total * np.exp(-0.5 * ((x - m) / s) ** 2) / (s * math.sqrt(2 * math.pi))
             for p, m, s in zip(pi, mu, std, strict=True)
