@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 FORCE_CUDA ?= $(if $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null),1,0)
 export FORCE_CUDA
 
-.PHONY: install cosa cosa-no-ema paper baseline supervised auxsegnet test bench lint gpu-check
+.PHONY: install cosa cosa-no-ema paper baseline supervised auxsegnet test docs bench lint gpu-check
 
 install:
 	bash scripts/install.sh
@@ -32,6 +32,13 @@ auxsegnet: install
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# The API reference built from the docstrings (sources in docs/api): HTML in
+# docs/api/_build/html. -W --keep-going: every warning is listed, then fails the build;
+# -n: every reference to the library's own objects must resolve; -E: a fresh read each
+# time, so a second run reports the same warnings. Offline (no intersphinx).
+docs: install
+	$(PY) -m sphinx -W --keep-going -n -E -q -b html docs/api docs/api/_build/html
 
 bench: install
 	$(PY) -m pytest benchmarks -p no:cacheprovider --benchmark-enable --benchmark-only
