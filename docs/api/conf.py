@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import os
 import re
 import sys
+from pathlib import Path
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-sys.path.insert(0, ROOT)
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent))  # this checkout's wsss_blocks, installed or not
 
 from sphinx.errors import PycodeError  # noqa: E402
 from sphinx.pycode import ModuleAnalyzer  # noqa: E402
@@ -32,19 +32,14 @@ exclude_patterns = ["_build"]
 html_theme = "alabaster"
 html_static_path: list[str] = []
 
-# The namespaces documented, one page each (index.rst lists them). The top level
-# re-exports names of its subpackages; those are documented once, in the subpackage,
-# and the top-level page links to them (_complete_page below).
-NAMESPACES = [
-    "wsss_blocks",
-    "wsss_blocks.data",
-    "wsss_blocks.losses",
-    "wsss_blocks.models",
-    "wsss_blocks.ops",
-    "wsss_blocks.training",
-    "wsss_blocks.diagnostics",
-    "wsss_blocks.viz",
-]
+# The namespaces documented: the ``.. automodule::`` of each page (index.rst lists the
+# pages). The top level re-exports names of its subpackages; those are documented once,
+# in the subpackage, and the top-level page links to them (_complete_page below).
+NAMESPACES = sorted(
+    found.group(1)
+    for page in HERE.glob("*.rst")
+    if (found := re.search(r"^\.\. automodule:: (\S+)$", page.read_text(), re.M))
+)
 
 autodoc_default_options = {
     "members": True,
@@ -88,7 +83,7 @@ def _public_homes() -> tuple[dict[tuple[int, str], str], set[str]]:
     the top level for what only the top level exports), and the top-level names of
     classes and functions that a subpackage documents."""
     homes: dict[tuple[int, str], str] = {}
-    for name in NAMESPACES[1:] + NAMESPACES[:1]:
+    for name in sorted(NAMESPACES, key=lambda name: name == "wsss_blocks"):  # top level last
         module = importlib.import_module(name)
         for member in getattr(module, "__all__", ()):
             homes.setdefault((id(getattr(module, member)), member), f"{name}.{member}")
