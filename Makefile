@@ -38,7 +38,7 @@ test: install
 # -n: every reference to the library's own objects must resolve; -E: a fresh read each
 # time, so a second run reports the same warnings. Offline (no intersphinx).
 docs: install
-	$(PY) -m sphinx -W --keep-going -n -E -q -b html docs/api docs/api/_build/html
+	$(PY) -m sphinx -W --keep-going -n -E -q -b html -d docs/api/_build/doctrees docs/api docs/api/_build/html
 
 bench: install
 	$(PY) -m pytest benchmarks -p no:cacheprovider --benchmark-enable --benchmark-only
