@@ -6,15 +6,16 @@ visible, and ``CUDA_HOME``). Always install with ``pip install --no-build-isolat
 
 Environment knobs:
     FORCE_CUDA=1               build the CUDA kernels even without a visible GPU.
-    WSSS_BLOCKS_CPU_ARCH=...   extra ISA flags for the CPU kernel. Default: "-mavx2 -mfma"
-                               when this build machine supports both (x86-64), else none;
-                               "native" means -march=native; "none" disables.
+    WSSS_BLOCKS_CPU_ARCH=...   extra ISA flags for the whole extension, for a build that
+                               only ever runs on this machine: "native" means
+                               -march=native. Default none: the build is portable, and on
+                               x86-64 the CPU kernels carry an AVX2 + FMA copy chosen at
+                               run time when the CPU has both (csrc/cpu/kernels_avx2.cpp).
     MAX_JOBS, CFLAGS           honoured by torch's ninja build (CFLAGS=-g0 builds faster).
 """
 
 import glob
 import os
-import platform
 
 from setuptools import setup
 
@@ -22,21 +23,12 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 def _cpu_arch_flags() -> list[str]:
-    choice = os.environ.get("WSSS_BLOCKS_CPU_ARCH", "auto").strip()
-    if choice == "none":
+    choice = os.environ.get("WSSS_BLOCKS_CPU_ARCH", "none").strip()
+    if choice in ("", "none"):
         return []
     if choice == "native":
         return ["-march=native"]
-    if choice != "auto":
-        return choice.split()
-    if platform.machine() not in ("x86_64", "AMD64"):
-        return []
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return []
-    return ["-mavx2", "-mfma"] if (" avx2" in flags and " fma" in flags) else []
+    return choice.split()
 
 
 def get_extensions():

@@ -10,8 +10,8 @@
 
 extern "C" {
 // Importing wsss_blocks._C loads this library, whose static initialisers register the
-// kernels with the dispatcher. The module's one attribute, kernel_devices, names the device
-// types it has kernels for ("cpu" or "cpu,cuda").
+// kernels with the dispatcher. Its attributes: kernel_devices names the device types it has
+// kernels for ("cpu" or "cpu,cuda"); cpu_isa the CPU kernels' instruction set.
 PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
   PyObject* module = PyModule_Create(&module_def);
@@ -20,7 +20,9 @@ PyObject* PyInit__C(void) {
 #else
   const char* devices = "cpu";
 #endif
-  if (module != nullptr && PyModule_AddStringConstant(module, "kernel_devices", devices) < 0) {
+  if (module != nullptr &&
+      (PyModule_AddStringConstant(module, "kernel_devices", devices) < 0 ||
+       PyModule_AddStringConstant(module, "cpu_isa", wsss_blocks::csc_cpu_isa()) < 0)) {
     Py_DECREF(module);
     return nullptr;
   }

@@ -20,4 +20,7 @@ void check_csc_stats(const at::Tensor& grad, const at::Tensor& x, const at::Tens
 // float64 for float64 input, float32 otherwise.
 at::ScalarType csc_acc_type(at::ScalarType t);
 
+// The instruction set the CPU kernels run with on this machine: "avx2+fma" or "baseline".
+const char* csc_cpu_isa();
+
 }  // namespace wsss_blocks

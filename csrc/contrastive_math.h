@@ -20,10 +20,12 @@
 #include <stdint.h>
 #include <string.h>
 
+// static: each file that includes this header (and each per-instruction-set copy of the
+// CPU kernels) keeps its own compiled functions, so the linker never mixes copies.
 #if defined(__CUDACC__) || defined(__HIPCC__)
-#define CSC_HD __host__ __device__ __forceinline__
+#define CSC_HD static __host__ __device__ __forceinline__
 #else
-#define CSC_HD inline
+#define CSC_HD static inline
 #endif
 
 namespace wsss_blocks {

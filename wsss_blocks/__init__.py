@@ -14,12 +14,14 @@ from .affinity import (
     propagate,
 )
 from .cam import CAMExtractor, CAMOutput, TimmFeatures, normalize_cam, pool_cam, pooled_logits
+from .data.saliency_maps import cached_saliency, load_saliency_maps, save_saliency_maps
 from .gmm import gmm_crossing
 from .losses import (
     classification_loss,
     dense_energy_loss,
     energy_gate,
     raw_cam2seg_loss,
+    saliency_loss,
     seg2cam_loss,
 )
 from .losses.contrastive import contrastive_separation_loss
@@ -31,21 +33,12 @@ from .pseudo_labels import (
     cam_confidence,
     cam_to_cpl,
     cam_to_cpl_dual,
+    fuse_cam_saliency,
     perplexity,
     raw_weights,
     seg_to_spl,
 )
-from .saliency import (
-    SALIENCY_METHODS,
-    border_prior_saliency,
-    cached_saliency,
-    estimate_saliency,
-    fuse_cam_saliency,
-    load_saliency_maps,
-    opencv_saliency,
-    saliency_loss,
-    save_saliency_maps,
-)
+from .saliency import SALIENCY_METHODS, border_prior_saliency, estimate_saliency, opencv_saliency
 from .teacher import EMATeacher
 from .threshold import GMMThresholdSearcher, unit_histogram
 

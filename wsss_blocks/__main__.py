@@ -35,7 +35,7 @@ def report() -> str:
         lines.append("timm: not installed")
     for i in range(torch.cuda.device_count()):
         lines.append(f"GPU {i}: {torch.cuda.get_device_name(i)}")
-    why = ("compiled extension loaded" if ext is not None
+    why = (f"compiled extension loaded, CPU kernels built for {ext.cpu_isa}" if ext is not None
            else f"extension not loaded: {extension_error()}")  # fmt: skip
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     impls = ", ".join(f"{d}: {csc_implementation(d)}" for d in devices)

@@ -21,6 +21,9 @@ import torch
 IGNORE_INDEX = 255
 """Label value that marks pixels excluded from losses and metrics."""
 
+BACKGROUND_INDEX = 0
+"""Label value of the background class in segmentation labels (classes are 1..C)."""
+
 _DATA_CHECKS = os.environ.get("WSSS_BLOCKS_DATA_CHECKS", "1") != "0"
 
 
@@ -216,3 +219,9 @@ def check_interval(
             f"{name} must lie in {brackets[0]}{low}, {high}{brackets[1]}, got {value!r}"
         )
 
+
+def check_unit_map(name: str, t: torch.Tensor, layout: str) -> None:
+    """Raise unless ``t`` is a 3-D float map (``layout``, e.g. "(B, H, W)") in [0, 1]."""
+    check_ndim(name, t, 3, layout)
+    check_float(name, t)
+    check_range(name, t, 0.0, 1.0)

@@ -197,8 +197,10 @@ def normalize_cam(
 class CAMOutput(NamedTuple):
     """What :class:`CAMExtractor` returns; all tensors on the input's device.
 
+    The first four fields are those of :class:`wsss_blocks.models.CoSAOutput`, in the same
+    order.
+
     Attributes:
-        features: last-layer feature map F, (B, D, h, w) (a ViT's after its final norm).
         cam: raw last-layer CAM M = W_fc·F (1×1 classifier output, before ReLU),
             (B, C, h, w).
         logits: image-level logits Z of CoSA Eq. 1 from F and W_fc (or the max over
@@ -206,13 +208,14 @@ class CAMOutput(NamedTuple):
         early_cam: raw early-layer CAM M†, (B, C, h†, w†), or None.
         early_logits: image-level logits from the early features and their own
             classifier, pooled as ``logits``, (B, C), or None.
+        features: last-layer feature map F, (B, D, h, w) (a ViT's after its final norm).
     """
 
-    features: torch.Tensor
     cam: torch.Tensor
     logits: torch.Tensor
     early_cam: torch.Tensor | None
     early_logits: torch.Tensor | None
+    features: torch.Tensor
 
 
 def _token_norm(model: nn.Module) -> nn.Module | None:
@@ -441,4 +444,4 @@ class CAMExtractor(nn.Module):
                 early_cam = self.early_classifier(maps[0])
                 early_logits = self._logits(maps[0], early_cam, self.early_classifier)
             logits = self._logits(features, cam, self.classifier)
-        return CAMOutput(features, cam, logits, early_cam, early_logits)
+        return CAMOutput(cam, logits, early_cam, early_logits, features)

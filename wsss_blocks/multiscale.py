@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_finite, check_float, check_ndim, check_positive
+from .utils import upsample
 
 MapFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -47,7 +48,7 @@ def _multiscale(
             raise ValueError(f"scales: {s} shrinks a {h}x{w} image to {scaled}")
         x = images
         if s != 1:
-            x = F.interpolate(images, scaled, mode="bilinear", align_corners=False)
+            x = upsample(images, scaled)
         batch = torch.cat([x, x.flip(-1)]) if flip else x
         maps = map_fn(batch)
         if maps.ndim != 4 or maps.shape[0] != batch.shape[0]:
@@ -58,7 +59,7 @@ def _multiscale(
         if size is None:
             size = tuple(maps.shape[-2:])
         # Raw maps are resized before the flip join and the ReLU (the release's order).
-        maps = F.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)
+        maps = upsample(maps.float(), size)
         if flip:
             maps = merge_flip(maps[: len(x)], maps[len(x) :].flip(-1))
         maps = transform(maps)

@@ -1,10 +1,10 @@
 """Pseudo-labels and their reliability: CPL (Eq. 3), perplexity (Eq. 4), RAW weights
-(Eq. 5) and SPL (Eq. 7) from CoSA (Yang et al., ECCV 2024)."""
+(Eq. 5) and SPL (Eq. 7) from CoSA (Yang et al., ECCV 2024), and the CAM + saliency
+pseudo-label of AuxSegNet (Xu et al., ICCV 2021)."""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ._checks import (
     IGNORE_INDEX,
@@ -16,7 +16,9 @@ from ._checks import (
     check_open_unit,
     check_positive,
     check_range,
+    check_unit_map,
 )
+from .utils import upsample
 
 
 def _check_cam(cam: torch.Tensor, labels: torch.Tensor) -> None:
@@ -253,7 +255,84 @@ def seg_to_spl(
         raise ValueError(f"size must be (h, w) with positive sides, got {size!r}")
     logits = seg_logits.detach()
     if size is not None:
-        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        logits = upsample(logits, size)
     keep = torch.cat([torch.ones_like(labels[:, :1]), labels], dim=1).bool()
     logits = logits.masked_fill(~keep[:, :, None, None], float("-inf"))
     return torch.softmax(logits / tau, dim=1)
+
+
+def fuse_cam_saliency(
+    cam: torch.Tensor,
+    labels: torch.Tensor,
+    saliency: torch.Tensor,
+    cam_threshold: float = 0.2,
+    saliency_threshold: float = 0.3,
+    background: str = "agree",
+    single_class_fill: bool = False,
+) -> torch.Tensor:
+    """Segmentation pseudo-label from CAM classes and a saliency foreground.
+
+    With ν = max over present classes of the CAM and s the saliency, per pixel:
+
+    ===========  ===========  =============================
+    ν ≥ t_cam    s ≥ t_sal    label
+    ===========  ===========  =============================
+    yes          yes          argmax class (1..C)
+    no           no           0 (background)
+    yes          no           255 (ignore: they disagree)
+    no           yes          255 (ignore: they disagree)
+    ===========  ===========  =============================
+
+    with t_cam = ``cam_threshold`` and t_sal = ``saliency_threshold``. Two common
+    variants of saliency-guided WSSS are options: ``background="saliency"`` makes every
+    non-salient pixel background (row 3 becomes 0), and ``single_class_fill`` gives
+    salient pixels of an image with exactly one present class that class (row 4 becomes
+    the class), since no other class can claim them.
+
+    Args:
+        cam: normalised CAM, (B, C, h, w) float in [0, 1], C foreground classes (e.g.
+            from :func:`wsss_blocks.normalize_cam`, optionally refined by
+            :func:`wsss_blocks.affinity.propagate`).
+        labels: (B, C) multi-hot image labels; absent classes are never assigned.
+        saliency: (B, h, w) float in [0, 1] on the CAM's grid.
+        cam_threshold: CAM foreground threshold in (0, 1) (AuxSegNet code: 0.2).
+        saliency_threshold: saliency foreground threshold in (0, 1) (AuxSegNet code:
+            0.06 for near-binary DSS maps; 0.3 suits the border-prior maps on MF-Seg).
+        background: ``"agree"`` (background only where CAM and saliency agree; the
+            AuxSegNet rule) or ``"saliency"`` (background wherever not salient).
+        single_class_fill: if True, salient pixels of single-class images take that
+            class whatever the CAM says.
+    Returns:
+        (B, h, w) int64 in {0, 1..C, 255}.
+    Raises:
+        ValueError: on bad shapes or values, or thresholds outside (0, 1).
+    Example:
+        >>> cam = torch.tensor([[[[0.9, 0.9, 0.1, 0.1]]]])
+        >>> sal = torch.tensor([[[0.8, 0.1, 0.8, 0.1]]])
+        >>> fuse_cam_saliency(cam, torch.tensor([[1.0]]), sal)
+        tensor([[[  1, 255, 255,   0]]])
+
+    Reference:
+        Xu et al., AuxSegNet, ICCV 2021, Sec. 3.3 (pseudo-label updating; official
+        code: foreground where CAM and saliency agree, ignore where they disagree).
+    """
+    check_open_unit("cam_threshold", cam_threshold)
+    check_open_unit("saliency_threshold", saliency_threshold)
+    if background not in ("agree", "saliency"):
+        raise ValueError(f"background must be 'agree' or 'saliency', got {background!r}")
+    nu, cls = cam_confidence(cam, labels)
+    check_unit_map("saliency", saliency, "(B, h, w)")
+    if saliency.shape != nu.shape:
+        raise ValueError(
+            f"saliency must have the CAM grid shape {tuple(nu.shape)}, got {tuple(saliency.shape)}"
+        )
+    cam_fg = nu >= cam_threshold
+    salient = saliency >= saliency_threshold
+    out = torch.full_like(cls, IGNORE_INDEX)
+    out = torch.where(cam_fg & salient, cls, out)
+    if single_class_fill:
+        single = labels.sum(1) == 1
+        only = (labels.argmax(1) + 1)[:, None, None].expand_as(cls)
+        out = torch.where(single[:, None, None] & salient, only, out)
+    bg = ~salient if background == "saliency" else ~cam_fg & ~salient
+    return torch.where(bg, torch.zeros_like(cls), out)

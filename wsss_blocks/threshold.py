@@ -31,20 +31,11 @@ from .gmm import (
     _gmm_crossing,
     _init_median_split,
     _init_min_median_max,
-    em_fit_histogram,
-    gmm_crossing,
     hard_split_bounds,
     sheppard_variances,
 )
 
-__all__ = [
-    "GMMThresholdSearcher",
-    "em_fit_histogram",
-    "gmm_crossing",
-    "hard_split_bounds",
-    "sheppard_variances",
-    "unit_histogram",
-]
+__all__ = ["POLICIES", "GMMThresholdSearcher", "unit_histogram"]
 
 POLICIES = ("paper", "cosa-code")
 _RESTART_EVERY = 10  # updates between checks for a dead mixture component (paper policy)
@@ -119,11 +110,11 @@ class GMMThresholdSearcher(nn.Module):
     Policies:
 
     * ``"paper"`` (Eq. 6): 2 components; ξ* where π_fg N(ξ|fg) = π_bg N(ξ|bg) between the
-      means (:func:`gmm_crossing`), midpoint fallback. ``bounds`` = (ξ, ξ).
+      means (:func:`~wsss_blocks.gmm.gmm_crossing`), midpoint fallback. ``bounds`` = (ξ, ξ).
     * ``"cosa-code"`` (official release): values ≤ ``filter_threshold`` (0.05) dropped (bins
       whose centre is ≤ it), 3 components started at min/median/max with weights 1/3 and
       variance 1; ``bounds`` = (max of the lowest cluster, min of the highest cluster)
-      (:func:`hard_split_bounds`), each smoothed by the EMA; ξ = their midpoint.
+      (:func:`~wsss_blocks.gmm.hard_split_bounds`), each smoothed by the EMA; ξ = their midpoint.
 
     Keep one instance per CAM stream (M and M†). The module's state (the ring, the running
     total, the fit and ξ) lives in buffers: ``.to(device)``, ``state_dict`` and

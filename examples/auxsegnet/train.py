@@ -43,7 +43,7 @@ from wsss_blocks import (
     set_data_checks,
 )
 from wsss_blocks.affinity import CrossTaskAffinityFusion, NonLocalAffinity, propagate
-from wsss_blocks.data import WeakStrongViews
+from wsss_blocks.data import WeakStrongViews, cached_saliency, load_saliency_maps
 from wsss_blocks.data.mfseg import PREFERRED_TEXTURE_IDS
 from wsss_blocks.diagnostics import (
     label_confusion,
@@ -51,13 +51,9 @@ from wsss_blocks.diagnostics import (
     texture_fp_counts,
     texture_fp_rates,
 )
-from wsss_blocks.models import CAMBackboneNet, upsample
-from wsss_blocks.saliency import (
-    cached_saliency,
-    fuse_cam_saliency,
-    load_saliency_maps,
-    saliency_loss,
-)
+from wsss_blocks.losses import saliency_loss
+from wsss_blocks.models import CAMBackboneNet
+from wsss_blocks.pseudo_labels import fuse_cam_saliency
 from wsss_blocks.training import (
     DistInfo,
     Stepper,
@@ -79,6 +75,7 @@ from wsss_blocks.training import (
     wrap_ddp,
     write_metrics,
 )
+from wsss_blocks.utils import upsample
 from wsss_blocks.viz import plot_training_curves, save_overlay_grid
 
 LOSS_WEIGHTS = ("cls", "seg", "seg_refined", "sal", "sal_refined")

@@ -55,7 +55,7 @@ from wsss_blocks import (  # noqa: E402
     seg_to_spl,
 )
 from wsss_blocks.data import WeakStrongViews
-from wsss_blocks.models import load_weights_by_position, packaged_weights_path, upsample
+from wsss_blocks.models import load_weights_by_position, packaged_weights_path
 from wsss_blocks.training import (
     ConfigError,
     DistInfo,
@@ -96,6 +96,7 @@ from wsss_blocks.training import (
     wrap_ddp,
     write_metrics,
 )
+from wsss_blocks.utils import upsample
 from wsss_blocks.viz import (  # noqa: E402
     plot_pseudo_label_diagnostics,
     plot_threshold_diagnostics,

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from wsss_blocks._checks import IGNORE_INDEX
+from wsss_blocks.data import save_saliency_maps
 from wsss_blocks.data.views import WeakStrongViews
-from wsss_blocks.saliency import save_saliency_maps
+from wsss_blocks.utils import IGNORE_INDEX
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "examples" / "auxsegnet" / "configs" / "default.yaml"

@@ -2,25 +2,17 @@
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wsss_blocks._checks import IGNORE_INDEX
-from wsss_blocks.saliency import (
-    border_prior_saliency,
-    cached_saliency,
-    estimate_saliency,
-    fuse_cam_saliency,
-    load_saliency_maps,
-    opencv_saliency,
-    rgb_to_lab,
-    saliency_loss,
-    save_saliency_maps,
-)
+from wsss_blocks.data import cached_saliency, load_saliency_maps, save_saliency_maps
+from wsss_blocks.losses import saliency_loss
+from wsss_blocks.pseudo_labels import fuse_cam_saliency
+from wsss_blocks.saliency import border_prior_saliency, estimate_saliency, opencv_saliency
+from wsss_blocks.utils import IGNORE_INDEX
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -39,15 +31,6 @@ def _square_on_texture(b: int = 2, size: int = 32, seed: int = 0):
 
 
 # --------------------------------------------------------------------------- estimators
-
-
-def test_rgb_to_lab_matches_scikit_image():
-    from skimage.color import rgb2lab
-
-    x = torch.rand(2, 3, 5, 7, generator=_gen(0), dtype=torch.float64)
-    expected = rgb2lab(x.permute(0, 2, 3, 1).numpy())
-    got = rgb_to_lab(x).permute(0, 2, 3, 1).numpy()
-    np.testing.assert_allclose(got, expected, atol=2e-3)
 
 
 def test_border_prior_finds_a_coloured_object_on_a_texture():

@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from wsss_blocks import EMATeacher
-from wsss_blocks.models import CAMBackboneNet, CoSANet, LargeFOV, upsample
+from wsss_blocks.models import CAMBackboneNet, CoSANet, LargeFOV
 from wsss_blocks.models.base import IMAGENET_MEAN, IMAGENET_STD
+from wsss_blocks.utils import upsample
 
 R18 = {"pretrained": False, "layers": [1, 1, 1, 1]}
 

@@ -393,9 +393,9 @@ def _with(**changes):
         (_with(sigma_rgb=-15.0), "sigma_rgb must be a finite number > 0"),
         (_with(sigma_xy=0), "sigma_xy must be a finite number > 0"),
         (_with(sigma_xy=math.inf), "sigma_xy must be a finite number > 0"),
-        (_with(radius=0), "radius must be an int >= 1, got 0"),
-        (_with(radius=2.0), "radius must be an int >= 1, got 2.0"),
-        (_with(radius=True), "radius must be an int >= 1, got True"),
+        (_with(radius=0), "radius must be an integer >= 1, got 0"),
+        (_with(radius=2.0), "radius must be an integer >= 1, got 2.0"),
+        (_with(radius=True), "radius must be an integer >= 1, got True"),
     ],
 )
 def test_bad_input_raises_naming_the_argument(kwargs, match):

@@ -20,5 +20,6 @@ def test_report_names_versions_and_the_active_csc_implementation():
     assert f"wsss-blocks {wsss_blocks.__version__}" in text
     assert f"torch {torch.__version__}" in text and "CUDA available" in text
     assert "CSC implementation: cpu: " in text
+    assert "CPU kernels built for" in text or "extension not loaded" in text
     off = _report(WSSS_BLOCKS_NO_EXTENSION="1")
     assert "cpu: reference" in off and "WSSS_BLOCKS_NO_EXTENSION=1" in off

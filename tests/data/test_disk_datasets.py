@@ -11,7 +11,6 @@ import pytest
 import torch
 from PIL import Image
 
-from wsss_blocks._checks import IGNORE_INDEX
 from wsss_blocks.data import (
     COCO_CLASSES,
     VOC_CLASSES,
@@ -22,6 +21,7 @@ from wsss_blocks.data import (
     coco_instances_to_masks,
 )
 from wsss_blocks.training import ConfigError, TrainBatches, build_data, load_config
+from wsss_blocks.utils import IGNORE_INDEX
 
 ROOT_CONFIGS = "examples/cosa/configs"
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 import wsss_blocks as W
-from wsss_blocks.saliency import saliency_loss
+from wsss_blocks.losses import saliency_loss
 
 B, C, H = 2, 3, 8  # batch, foreground classes, side
 

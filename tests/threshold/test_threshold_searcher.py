@@ -11,13 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import wsss_blocks.gmm as gmm_module
+from wsss_blocks.gmm import em_fit_histogram, gmm_crossing, hard_split_bounds
 from wsss_blocks.threshold import (
     GMMThresholdSearcher,
     _histogram_histc,
     _histogram_index_put,
-    em_fit_histogram,
-    gmm_crossing,
-    hard_split_bounds,
     unit_histogram,
 )
 

@@ -15,7 +15,8 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from sklearn.mixture import GaussianMixture
 
-from wsss_blocks.threshold import GMMThresholdSearcher, gmm_crossing
+from wsss_blocks.gmm import gmm_crossing
+from wsss_blocks.threshold import GMMThresholdSearcher
 
 BINS = 1024
 

@@ -1,5 +1,5 @@
 """Data: the bundled MF-Seg data set, Fashion-MNIST reader, weak/strong views, VOC and
-COCO loaders."""
+COCO loaders, saliency maps on disk."""
 
 from .coco import COCO_CLASSES, COCOSegmentation, coco_instances_to_masks
 from .fashion_mnist import (
@@ -16,6 +16,13 @@ from .mfseg import (
     generate_mfseg,
     mfseg_cache_dir,
     mfseg_cache_key,
+)
+from .saliency_maps import (
+    SALIENCY_CACHE_VERSION,
+    cached_saliency,
+    load_saliency_maps,
+    saliency_cache_dir,
+    save_saliency_maps,
 )
 from .textures import TEXTURE_NAMES, load_texture
 from .views import (
@@ -69,5 +76,10 @@ __all__ = [
     "read_label_png",
     "randaug_batch",
     "read_split_list",
+    "SALIENCY_CACHE_VERSION",
+    "cached_saliency",
+    "load_saliency_maps",
+    "saliency_cache_dir",
+    "save_saliency_maps",
     "voc_palette",
 ]

@@ -1,10 +1,11 @@
 """Losses of CoSA: classification (Eq. 1), RAW CAM2Seg (Eq. 5), Seg2CAM (Eq. 8), CSC (Eqs. 9-10),
-and the official release's dense energy regulariser."""
+the official release's dense energy regulariser, and AuxSegNet's saliency loss."""
 
 from .classification import classification_loss
 from .contrastive import contrastive_separation_loss
 from .energy import dense_energy_loss, energy_gate
 from .raw import raw_cam2seg_loss
+from .saliency import saliency_loss
 from .seg2cam import seg2cam_loss
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "dense_energy_loss",
     "energy_gate",
     "raw_cam2seg_loss",
+    "saliency_loss",
     "seg2cam_loss",
 ]

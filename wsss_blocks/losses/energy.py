@@ -152,7 +152,7 @@ def dense_energy_loss(
     ``release_weight · 1e-7 · |V| / B · dense_energy_loss(...)`` has the gradient of the
     release's term restricted to the window: exactly w.r.t. the logits of a softmax, and
     w.r.t. ``probs`` up to a vector constant over classes, which the softmax removes (off
-    the simplex φ ≠ Potts). |V| / B is the mean number of valid pixels per image: e.g.
+    the simplex φ ≠ Potts). ``|V| / B`` is the mean number of valid pixels per image: e.g.
     0.05 · 1e-7 · 224² ≈ 2.5e-4 for unpadded 448 crops evaluated at ×0.5. The default
     ``include_self=False`` leaves out the self pair, as the gated CRF loss does; in the
     release it adds :math:`-g_i \\lVert S_i \\rVert^2` per pixel (gradient
@@ -193,7 +193,7 @@ def dense_energy_loss(
             numerator, which makes the gradient match the release's self-inclusive sum.
     Returns:
         0-d loss ≥ 0, float32 (float64 for float64 ``probs``): the gated, windowed energy
-        summed over centres and divided by |V|, the number of valid pixels in the batch
+        summed over centres and divided by ``|V|``, the number of valid pixels in the batch
         (not by the gate's sum, so the gate only down-weights). 0 with a zero gradient if
         no pixel is valid. Differentiable w.r.t. ``probs`` only (first order).
     Raises:

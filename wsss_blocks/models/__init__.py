@@ -2,7 +2,7 @@
 network."""
 
 from .base import CAMBackboneNet
-from .cosa import CoSANet, CoSAOutput, LargeFOV, upsample
+from .cosa import CoSANet, CoSAOutput, LargeFOV
 from .weights import load_weights_by_position, packaged_weights_path
 
 __all__ = [
@@ -12,5 +12,4 @@ __all__ = [
     "LargeFOV",
     "load_weights_by_position",
     "packaged_weights_path",
-    "upsample",
 ]

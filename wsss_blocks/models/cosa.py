@@ -6,9 +6,8 @@ from typing import NamedTuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .._checks import check_image_batch, check_ndim, inputs_checked
+from .._checks import check_image_batch, inputs_checked
 from ..cam import CAMExtractor
 from .base import CAMBackboneNet
 
@@ -76,18 +75,20 @@ class LargeFOV(nn.Module):
 class CoSAOutput(NamedTuple):
     """Outputs of :class:`CoSANet`, all at the feature grid h × w.
 
+    The first four fields are those of :class:`wsss_blocks.CAMOutput`, in the same order.
+
     Attributes:
-        logits: (B, C) image logits from M.
-        early_logits: (B, C) image logits from M† (None without an early layer).
         cam: (B, C, h, w) raw last-layer CAM M.
+        logits: (B, C) image logits from M.
         early_cam: (B, C, h†, w†) raw early-layer CAM M† or None.
+        early_logits: (B, C) image logits from M† (None without an early layer).
         seg: (B, C+1, h, w) segmentation logits S.
     """
 
-    logits: torch.Tensor
-    early_logits: torch.Tensor | None
     cam: torch.Tensor
+    logits: torch.Tensor
     early_cam: torch.Tensor | None
+    early_logits: torch.Tensor | None
     seg: torch.Tensor
 
 
@@ -144,14 +145,4 @@ class CoSANet(CAMBackboneNet):
         with inputs_checked():  # the sub-modules' inputs derive from checked images
             out = self.cam_extractor(self.normalize(images))
             seg = self.decoder(out.features)
-        return CoSAOutput(out.logits, out.early_logits, out.cam, out.early_cam, seg)
-
-
-def upsample(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of a (B, K, h, w) float map to ``size`` = (H, W) (align_corners=False).
-
-    Raises:
-        ValueError: if ``t`` is not 4-D.
-    """
-    check_ndim("t", t, 4, "(B, K, h, w)")
-    return F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+        return CoSAOutput(out.cam, out.logits, out.early_cam, out.early_logits, seg)
