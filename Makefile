@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 FORCE_CUDA ?= $(if $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null),1,0)
 export FORCE_CUDA
 
-.PHONY: install cosa cosa-no-ema paper baseline supervised auxsegnet test docs bench lint gpu-check
+.PHONY: install cosa cosa-no-ema paper baseline supervised auxsegnet test docs dist-check bench lint gpu-check
 
 install:
 	bash scripts/install.sh
@@ -39,6 +39,11 @@ test: install
 # time, so a second run reports the same warnings. Offline (no intersphinx).
 docs: install
 	$(PY) -m sphinx -W --keep-going -n -E -q -b html -d docs/api/_build/doctrees docs/api docs/api/_build/html
+
+# The release check: sdist -> wheel compiled from it -> a venv holding only torch ->
+# import, kernel and fallback from outside the repository (scripts/check_dist.py).
+dist-check: install
+	$(PY) scripts/check_dist.py
 
 bench: install
 	$(PY) -m pytest benchmarks -p no:cacheprovider --benchmark-enable --benchmark-only

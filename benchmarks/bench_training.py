@@ -73,7 +73,7 @@ def test_training_step(benchmark, batch, case):
     step = cfg["train"]["warmup_iterations"]  # the first step with every loss on
 
     def one_step():
-        xw, xs, _, valid = views(images, masks, return_valid=True)
+        xw, xs, _, valid = views(images, masks)
         xw = xw.contiguous(memory_format=torch.channels_last)
         xs = xs.contiguous(memory_format=torch.channels_last)
         terms = trainer.cosa_losses(model, teacher, (xw, xs, valid), labels, step, thresholds, cfg)

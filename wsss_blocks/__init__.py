@@ -25,7 +25,7 @@ from .losses import (
     seg2cam_loss,
 )
 from .losses.contrastive import contrastive_separation_loss
-from .metrics import MeanIoU, mask_absent_classes
+from .metrics import IoUResult, MeanIoU, mask_absent_classes
 from .models import CoSANet, LargeFOV
 from .multiscale import multiscale_cam, multiscale_seg
 from .ops.contrastive import csc_implementation
@@ -66,6 +66,7 @@ __all__ = [
     "GMMThresholdSearcher",
     "gmm_crossing",
     "unit_histogram",
+    "IoUResult",
     "MeanIoU",
     "mask_absent_classes",
     "CoSANet",

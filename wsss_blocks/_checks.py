@@ -150,7 +150,7 @@ def check_label_map(
     if target.is_floating_point() or target.dtype == torch.bool:
         raise ValueError(f"{name} must be an integer tensor, got dtype {target.dtype}")
     if reads_values(target):
-        bad = (target < 0) | ((target >= num_classes) & (target != ignore_index))
+        bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
         if bool(bad.any()):
             v = int(target[bad][0])
             raise ValueError(

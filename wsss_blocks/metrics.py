@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ._checks import (
@@ -15,6 +17,26 @@ from ._checks import (
 
 MIOU_AVERAGES = ("present", "gt")
 """The class sets :class:`MeanIoU` can average over: GT ∪ prediction, or GT only."""
+
+
+@dataclass(frozen=True)
+class IoUResult:
+    """What :meth:`MeanIoU.compute` returns.
+
+    Attributes:
+        miou: mean IoU in [0, 1] over the classes ``average`` selects; nan if none.
+        iou: K per-class IoUs in [0, 1], nan for a class in neither target nor prediction.
+        pixel_accuracy: fraction of non-ignored pixels predicted right, in [0, 1]; nan if
+            none.
+        confusion: (K, K) int64 confusion matrix, rows = ground truth, columns = prediction.
+        average: the rule of ``miou``, ``"present"`` or ``"gt"`` (see :class:`MeanIoU`).
+    """
+
+    miou: float
+    iou: list[float]
+    pixel_accuracy: float
+    confusion: torch.Tensor
+    average: str
 
 
 class MeanIoU:
@@ -40,7 +62,7 @@ class MeanIoU:
     Example:
         >>> m = MeanIoU(2)
         >>> m.update(torch.tensor([[0, 1, 1]]), torch.tensor([[0, 1, 0]]))
-        >>> m.compute()["miou"]
+        >>> m.compute().miou
         0.5
 
     Reference:
@@ -92,23 +114,21 @@ class MeanIoU:
             self.num_classes, self.num_classes
         )
 
-    def compute(self) -> dict:
-        """Return ``{"miou": float in [0, 1] or nan, "iou": list of K floats (nan for
-        classes never seen), "pixel_accuracy": float, "confusion": (K, K) int64 tensor,
-        "average": the rule of "miou"}`` with rows = ground truth, columns = prediction."""
+    def compute(self) -> IoUResult:
+        """The mIoU, per-class IoU, pixel accuracy and confusion matrix so far."""
         conf = self.confusion.double()
         tp = conf.diag()
         union = conf.sum(0) + conf.sum(1) - tp
         iou = torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
         seen = ~torch.isnan(iou) if self.average == "present" else conf.sum(1) > 0
         total = conf.sum()
-        return {
-            "miou": float(iou[seen].mean()) if bool(seen.any()) else float("nan"),
-            "iou": iou.tolist(),
-            "pixel_accuracy": float(tp.sum() / total) if total > 0 else float("nan"),
-            "confusion": self.confusion.clone(),
-            "average": self.average,
-        }
+        return IoUResult(
+            miou=float(iou[seen].mean()) if bool(seen.any()) else float("nan"),
+            iou=iou.tolist(),
+            pixel_accuracy=float(tp.sum() / total) if total > 0 else float("nan"),
+            confusion=self.confusion.clone(),
+            average=self.average,
+        )
 
 
 def mask_absent_classes(seg_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -66,7 +66,7 @@ def unit_histogram(values: torch.Tensor, bins: int) -> torch.Tensor:
         flat = flat.float()
     if flat.device.type == "cpu":
         # bincount is a serial loop on the CPU; histc splits even a few thousand values
-        # across threads, which stalls by milliseconds on a busy machine (measured).
+        # across threads, and the hand-off costs milliseconds when the cores are busy.
         return torch.bincount(_bin_index(flat, bins), minlength=bins + 1)
     if torch.are_deterministic_algorithms_enabled():
         return _histogram_index_put(flat, bins)  # histc on CUDA is flagged non-deterministic

@@ -36,7 +36,7 @@ def foreground_iou(saliency: torch.Tensor, foreground: torch.Tensor, threshold: 
     """IoU of the salient region ``saliency ≥ threshold`` with the foreground mask."""
     m = MeanIoU(2)
     m.update((saliency >= threshold).long(), foreground.long())
-    return m.compute()["iou"][1]
+    return m.compute().iou[1]
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -201,7 +201,7 @@ def miou_of(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> float
     pseudo-label quality: an ignored pixel is not a correct one)."""
     m = MeanIoU(num_classes)
     m.update(torch.where(pred == IGNORE_INDEX, torch.zeros_like(pred), pred), target.long())
-    return m.compute()["miou"]
+    return m.compute().miou
 
 
 def pseudo_label_diagnostics(y, masks, labels, train_set) -> dict:
@@ -254,8 +254,7 @@ def evaluate(net, val_set, cfg, out_dir: Path, stage: int, figures: bool = True)
         refined.update(upsample(out.seg_refined.float(), x.shape[-2:]).argmax(1), gt)
     for meter in (plain, refined):
         sum_over_ranks_(meter.confusion)
-    result = {"val_seg_miou": plain.compute()["miou"],
-              "val_refined_miou": refined.compute()["miou"]}  # fmt: skip
+    result = {"val_seg_miou": plain.compute().miou, "val_refined_miou": refined.compute().miou}
 
     n = cfg["eval"]["num_overlays"] if figures else 0
     if n:
@@ -409,7 +408,7 @@ def _train(cfg: dict, dist: DistInfo, device: torch.device) -> dict:
             model.train()
             idx = sample_indices(len(train_set), t["batch_size"], dist.rank, dist.world_size)
             x_all, packed_batch = images[idx].to(device), packed_all[idx].to(device)
-            _, x, packed, valid = views(x_all.float() / 255, packed_batch, return_valid=True)
+            _, x, packed, valid = views(x_all.float() / 255, packed_batch)
             y, s = unpack(packed, valid)
             if t["channels_last"]:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -68,12 +68,12 @@ def evaluate_checkpoint(
         "split": split,
         "scales": list(scales),
         "flip": flip,
-        "miou": r["miou"],
-        "iou": r["iou"],
+        "miou": r.miou,
+        "iou": r.iou,
         "class_names": list(names),
     }
     if r_masked is not None:
-        result["miou_tag_masked"] = r_masked["miou"]
+        result["miou_tag_masked"] = r_masked.miou
     return result
 
 

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     for th in FIXED_THRESHOLDS:
         miou = T.miou_meter(data.num_classes + 1, cfg)
         miou.update(cam_to_cpl(cam, labels, th), masks)
-        result["fixed"][th] = miou.compute()["miou"]
+        result["fixed"][th] = miou.compute().miou
         print(f"fixed threshold {th:.1f}: CPL mIoU {100 * result['fixed'][th]:.1f}%")
     return result
 

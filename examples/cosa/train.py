@@ -243,8 +243,9 @@ def an_pass(net, images, labels, cfg, early: bool = False):
     (official release; M† there keeps only its last scale, a bug we do not copy) and S'
     from that pass's unflipped images at scale 1.0, so no forward runs twice."""
     size = images.shape[-2:]
-    scales = tuple(cfg["model"].get("cam_scales", [1.0]))  # configs saved before these
-    flip = cfg["model"].get("cam_flip", False)  # keys existed are single-scale
+    # A config without these keys (a checkpoint's) means one scale, no flip.
+    scales = tuple(cfg["model"].get("cam_scales", [1.0]))
+    flip = cfg["model"].get("cam_flip", False)
     c = labels.shape[1]
     with torch.no_grad(), amp(cfg, images):
         if scales == (1.0,) and not flip:
@@ -453,13 +454,13 @@ def evaluate(net, on_net, data, thresholds, cfg, step, out_dir, figures=True) ->
     result = {"step": step, "miou_average": e.get("miou_average", "present")}
 
     r, r_masked = segmentation_miou(net, data.val, cfg, num_classes, tag_masked=e["tag_masked"])
-    result["val_seg_miou"] = r["miou"]
-    result["val_seg_iou"] = r["iou"]
+    result["val_seg_miou"] = r.miou
+    result["val_seg_iou"] = r.iou
     if r_masked is not None:
-        result["val_seg_miou_tag_masked"] = r_masked["miou"]
+        result["val_seg_miou_tag_masked"] = r_masked.miou
     if e.get("on_too") and on_net is not net:
         on_net.eval()
-        result["val_seg_miou_on"] = segmentation_miou(on_net, data.val, cfg, num_classes)[0]["miou"]
+        result["val_seg_miou_on"] = segmentation_miou(on_net, data.val, cfg, num_classes)[0].miou
 
     xi = thresholds.current("xi")
     result["train_cpl_miou"] = float("nan")  # no CPL in the supervised bound
@@ -532,9 +533,9 @@ def cpl_evaluation(net, on_net, data, xi: float, xi_d: float, cfg: dict) -> dict
         seen += len(x)
     for meter in (cpl_miou, early_miou):
         sum_over_ranks_(meter.confusion)
-    out = {"train_cpl_miou": cpl_miou.compute()["miou"]}
+    out = {"train_cpl_miou": cpl_miou.compute().miou}
     if early:
-        out["train_cpl_early_miou"] = early_miou.compute()["miou"]
+        out["train_cpl_early_miou"] = early_miou.compute().miou
         out["xi_dagger"] = xi_d
     if diag is not None:
         out["diagnostics"] = diag.summary()

@@ -100,13 +100,13 @@ def test_pack_moves_labels_and_saliency_with_the_views(trainer):
     s = torch.rand(3, 16, 16, generator=g)
     # Identity geometry: the views must hand back the maps unchanged.
     views = WeakStrongViews(16, scale=(1.0, 1.0), flip_p=0.0, generator=g)
-    _, _, packed, valid = views(torch.rand(3, 3, 16, 16), trainer.pack(y, s), return_valid=True)
+    _, _, packed, valid = views(torch.rand(3, 3, 16, 16), trainer.pack(y, s))
     y2, s2 = trainer.unpack(packed, valid)
     assert torch.equal(y2, y)
     assert float((s2 - s).abs().max()) <= 0.5 / 254 + 1e-6
     # Zoomed out: padding becomes ignore with saliency 0; the rest keeps valid values.
     views = WeakStrongViews(16, scale=(0.5, 0.5), generator=g)
-    _, _, packed, valid = views(torch.rand(3, 3, 16, 16), trainer.pack(y, s), return_valid=True)
+    _, _, packed, valid = views(torch.rand(3, 3, 16, 16), trainer.pack(y, s))
     y3, s3 = trainer.unpack(packed, valid)
     assert bool((~valid).any()) and bool((y3[~valid] == IGNORE_INDEX).all())
     assert float(s3[~valid].abs().max()) == 0.0

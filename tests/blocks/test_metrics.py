@@ -21,27 +21,27 @@ def test_hand_computed_confusion():
     m.update(pred, target)
     r = m.compute()
     # rows = GT, cols = prediction; the ignored pixel (GT 255) is not counted
-    assert torch.equal(r["confusion"], torch.tensor([[1, 1, 0], [0, 2, 0], [1, 0, 0]]))
+    assert torch.equal(r.confusion, torch.tensor([[1, 1, 0], [0, 2, 0], [1, 0, 0]]))
     # IoU_0 = 1/(1+1+1), IoU_1 = 2/(2+1+0), IoU_2 = 0/(0+0+1)
-    np.testing.assert_allclose(r["iou"], [1 / 3, 2 / 3, 0.0])
-    assert math.isclose(r["miou"], 1 / 3)
-    assert math.isclose(r["pixel_accuracy"], 3 / 5)
+    np.testing.assert_allclose(r.iou, [1 / 3, 2 / 3, 0.0])
+    assert math.isclose(r.miou, 1 / 3)
+    assert math.isclose(r.pixel_accuracy, 3 / 5)
 
 
 def test_classes_never_seen_are_nan_and_skipped():
     m = MeanIoU(4)
     m.update(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]))
     r = m.compute()
-    assert math.isnan(r["iou"][2]) and math.isnan(r["iou"][3])
-    assert math.isclose(r["miou"], (1 / 2 + 1 / 2) / 2)
+    assert math.isnan(r.iou[2]) and math.isnan(r.iou[3])
+    assert math.isclose(r.miou, (1 / 2 + 1 / 2) / 2)
 
 
 def test_class_only_predicted_counts_as_zero():
     m = MeanIoU(3)
     m.update(torch.tensor([0, 2]), torch.tensor([0, 0]))  # class 2 is a false positive only
     r = m.compute()
-    assert r["iou"][2] == 0.0 and math.isnan(r["iou"][1])
-    assert math.isclose(r["miou"], (1 / 2 + 0.0) / 2)
+    assert r.iou[2] == 0.0 and math.isnan(r.iou[1])
+    assert math.isclose(r.miou, (1 / 2 + 0.0) / 2)
 
 
 def test_ignore_pixels_do_not_count_whatever_the_prediction():
@@ -49,8 +49,8 @@ def test_ignore_pixels_do_not_count_whatever_the_prediction():
     a, b = MeanIoU(3), MeanIoU(3)
     a.update(torch.tensor([[0, 0], [1, 1]]), target)
     b.update(torch.tensor([[0, 2], [1, 2]]), target)
-    assert torch.equal(a.compute()["confusion"], b.compute()["confusion"])
-    assert a.compute()["miou"] == 1.0
+    assert torch.equal(a.compute().confusion, b.compute().confusion)
+    assert a.compute().miou == 1.0
 
 
 def test_accumulates_over_batches_and_resets():
@@ -62,11 +62,11 @@ def test_accumulates_over_batches_and_resets():
     whole.update(pred, target)
     for i in range(4):
         parts.update(pred[i], target[i])
-    assert torch.equal(whole.compute()["confusion"], parts.compute()["confusion"])
-    assert whole.compute()["miou"] == parts.compute()["miou"]
+    assert torch.equal(whole.compute().confusion, parts.compute().confusion)
+    assert whole.compute().miou == parts.compute().miou
     parts.reset()
-    assert int(parts.compute()["confusion"].sum()) == 0
-    assert math.isnan(parts.compute()["miou"]) and math.isnan(parts.compute()["pixel_accuracy"])
+    assert int(parts.compute().confusion.sum()) == 0
+    assert math.isnan(parts.compute().miou) and math.isnan(parts.compute().pixel_accuracy)
 
 
 @given(seed=st.integers(0, 2**31 - 1), k=st.integers(2, 6))
@@ -82,11 +82,11 @@ def test_matches_sklearn(seed, k):
     r = m.compute()
     keep = (target != 255).flatten().numpy()
     y, p = target.flatten().numpy()[keep], pred.flatten().numpy()[keep]
-    np.testing.assert_array_equal(r["confusion"].numpy(), confusion_matrix(y, p, labels=range(k)))
+    np.testing.assert_array_equal(r.confusion.numpy(), confusion_matrix(y, p, labels=range(k)))
     present = sorted(set(y.tolist()) | set(p.tolist()))
     want = jaccard_score(y, p, labels=present, average=None, zero_division=0)
-    np.testing.assert_allclose([r["iou"][c] for c in present], want)
-    assert math.isclose(r["miou"], float(np.mean(want)), rel_tol=1e-12)
+    np.testing.assert_allclose([r.iou[c] for c in present], want)
+    assert math.isclose(r.miou, float(np.mean(want)), rel_tol=1e-12)
 
 
 @given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 21))
@@ -98,9 +98,9 @@ def test_mask_against_itself_is_one(seed, k):
     m.update(mask.clamp_max(k - 1), mask)
     r = m.compute()
     if bool((mask != 255).any()):
-        assert r["miou"] == 1.0 and r["pixel_accuracy"] == 1.0
+        assert r.miou == 1.0 and r.pixel_accuracy == 1.0
     else:
-        assert math.isnan(r["miou"])
+        assert math.isnan(r.miou)
 
 
 def test_meaniou_bad_input():
@@ -121,13 +121,13 @@ def test_meaniou_bad_input():
         m.update(torch.tensor([0, 255]), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="pred"):
         m.update(torch.tensor([0.0, 1.0]), torch.zeros(2, dtype=torch.long))
-    assert int(m.compute()["confusion"].sum()) == 0  # failed updates added nothing
+    assert int(m.compute().confusion.sum()) == 0  # failed updates added nothing
 
 
 def test_meaniou_custom_ignore_index():
     m = MeanIoU(3, ignore_index=100)
     m.update(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 100]))
-    assert m.compute()["miou"] == 1.0
+    assert m.compute().miou == 1.0
 
 
 # ---- mask_absent_classes ---------------------------------------------------------------
@@ -178,9 +178,9 @@ def test_average_gt_drops_classes_only_predicted():
     present.update(pred, target)
     gt.update(pred, target)
     # IoU_0 = 1/2, IoU_1 = 1, IoU_2 = 0
-    assert math.isclose(present.compute()["miou"], (0.5 + 1.0 + 0.0) / 3)
-    assert math.isclose(gt.compute()["miou"], (0.5 + 1.0) / 2)
-    assert gt.compute()["average"] == "gt" and present.compute()["average"] == "present"
+    assert math.isclose(present.compute().miou, (0.5 + 1.0 + 0.0) / 3)
+    assert math.isclose(gt.compute().miou, (0.5 + 1.0) / 2)
+    assert gt.compute().average == "gt" and present.compute().average == "present"
 
 
 def test_average_rules_agree_when_predictions_stay_in_gt_classes():
@@ -190,7 +190,7 @@ def test_average_rules_agree_when_predictions_stay_in_gt_classes():
     a, b = MeanIoU(6), MeanIoU(6, average="gt")
     a.update(pred, target)
     b.update(pred, target)
-    assert math.isclose(a.compute()["miou"], b.compute()["miou"])
+    assert math.isclose(a.compute().miou, b.compute().miou)
 
 
 def test_unknown_average_is_rejected():

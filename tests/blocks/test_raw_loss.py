@@ -156,3 +156,20 @@ def test_balanced_missing_part_is_zero_not_renormalised():
     empty = raw_cam2seg_loss(logits, nothing, balanced=True)
     empty.backward()
     assert float(empty.detach()) == 0.0 and torch.isfinite(logits.grad).all()
+
+
+def test_raw_loss_ignore_index_is_an_argument():
+    """Another ignore value (PyTorch's -100) gives the loss of the same pixels marked 255;
+    an ignore value that is a class is refused."""
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(2, 4, 6, 6, generator=g)
+    cpl = torch.randint(0, 4, (2, 6, 6), generator=g)
+    drop = torch.rand(2, 6, 6, generator=g) < 0.3
+    weights = torch.rand(2, 6, 6, generator=g)
+    for balanced in (False, True):
+        expected = raw_cam2seg_loss(logits, cpl.masked_fill(drop, 255), weights, balanced)
+        got = raw_cam2seg_loss(logits, cpl.masked_fill(drop, -100), weights, balanced,
+                               ignore_index=-100)  # fmt: skip
+        torch.testing.assert_close(got, expected)
+    with pytest.raises(ValueError, match="ignore_index must lie outside the classes"):
+        raw_cam2seg_loss(logits, cpl, ignore_index=3)

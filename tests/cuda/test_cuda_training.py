@@ -80,7 +80,7 @@ def test_one_training_step_does_not_synchronise_with_the_host():
     step = 10  # after the warm-up (every loss term on), and a logged step
 
     def one_step():
-        xw, xs, _, valid = views(images, masks, return_valid=True)
+        xw, xs, _, valid = views(images, masks)
         terms = train.cosa_losses(model, teacher, (xw, xs, valid), labels, step, thresholds, cfg)
         stepper.step(step, terms)
 

@@ -27,7 +27,7 @@ def _coded(b=6, h=24, w=20, seed=0):
 
 def test_shapes_dtypes_ranges():
     images, masks = _batch()
-    xw, xs, m = WeakStrongViews((16, 12), generator=_gen())(images, masks)
+    xw, xs, m, _ = WeakStrongViews((16, 12), generator=_gen())(images, masks)
     assert xw.shape == xs.shape == (4, 3, 16, 12) and xw.dtype == xs.dtype == torch.float32
     assert m.shape == (4, 16, 12) and m.dtype == torch.int64
     for x in (xw, xs):
@@ -37,7 +37,7 @@ def test_shapes_dtypes_ranges():
 
 def test_identity_op_makes_strong_equal_weak():
     images, masks = _batch()
-    xw, xs, _ = WeakStrongViews(16, ops=("identity",), generator=_gen())(images, masks)
+    xw, xs, _, _ = WeakStrongViews(16, ops=("identity",), generator=_gen())(images, masks)
     assert torch.equal(xw, xs)
 
 
@@ -45,8 +45,8 @@ def test_photometric_ops_change_strong_only():
     images, masks = _batch(b=8)
     plain = WeakStrongViews(16, ops=("identity",), generator=_gen(3))
     full = WeakStrongViews(16, ops=RANDAUG_OPS[1:], generator=_gen(3))
-    xw1, xs1, m1 = plain(images, masks)
-    xw2, xs2, m2 = full(images, masks)
+    xw1, xs1, m1, _ = plain(images, masks)
+    xw2, xs2, m2, _ = full(images, masks)
     # Same draws for the geometry and the blur: weak views and masks coincide.
     assert torch.equal(xw1, xw2) and torch.equal(m1, m2)
     assert not torch.equal(xs2, xw2)
@@ -57,7 +57,7 @@ def test_mask_aligned_with_image_at_unit_scale(seed):
     images, masks = _coded(seed=seed)
     views = WeakStrongViews((28, 16), scale=(1.0, 1.0), blur_p=0.0, ops=("identity",), fill=0.5)
     views.generator = _gen(seed)
-    xw, xs, m, valid = views(images, masks, return_valid=True)
+    xw, xs, m, valid = views(images, masks)
     code = torch.round(xw[:, 0] * 10).long()
     assert torch.equal(code[valid], m[valid])
     assert (m[~valid] == 255).all()
@@ -75,7 +75,7 @@ def test_mask_aligned_with_image_at_random_scale(seed):
     images = torch.rand(4, 3, h, w, generator=_gen(seed))
     images[:, 0] = masks / 10.0
     views = WeakStrongViews(24, scale=(0.5, 2.0), blur_p=0.0, generator=_gen(seed))
-    xw, _, m = views(images, masks)
+    xw, _, m, _ = views(images, masks)
     pad = torch.nn.functional.pad(m[:, None].float(), (1, 1, 1, 1), value=-1.0)
     neigh = torch.nn.functional.max_pool2d(pad, 3, 1) == -torch.nn.functional.max_pool2d(-pad, 3, 1)
     interior = neigh[:, 0] & (m != 255)
@@ -86,14 +86,14 @@ def test_mask_aligned_with_image_at_random_scale(seed):
 def test_padding_area_at_half_scale():
     images, masks = _batch(b=3, h=32, w=32)
     views = WeakStrongViews(32, scale=(0.5, 0.5), generator=_gen())
-    _, _, m = views(images, masks)
+    _, _, m, _ = views(images, masks)
     assert ((m == 255).sum(dim=(1, 2)) == 32 * 32 - 16 * 16).all()
 
 
 def test_flip_only_reverses_columns():
     images, masks = _batch(b=2, h=16, w=16)
     views = WeakStrongViews(16, scale=(1.0, 1.0), flip_p=1.0, blur_p=0.0, ops=("identity",))
-    xw, _, m = views(images, masks)
+    xw, _, m, _ = views(images, masks)
     assert torch.allclose(xw, images.flip(-1), atol=1e-6)
     assert torch.equal(m, masks.flip(-1))
 
@@ -118,10 +118,10 @@ def test_generator_reproducible_and_seed_matters():
 
 def test_masks_optional_and_ignore_kept():
     images, masks = _batch()
-    xw, xs, m = WeakStrongViews(16)(images)
+    xw, xs, m, _ = WeakStrongViews(16)(images)
     assert m is None and xw.shape == (4, 3, 16, 16)
     masks[:, :, :] = 255
-    _, _, m = WeakStrongViews(16)(images, masks)
+    _, _, m, _ = WeakStrongViews(16)(images, masks)
     assert (m == 255).all()
 
 
@@ -129,7 +129,7 @@ def test_masks_optional_and_ignore_kept():
 def test_property_weak_strong_share_geometry(seed):
     images, masks = _coded(b=3, h=20, w=20, seed=seed % 1000)
     views = WeakStrongViews(16, blur_p=0.0, generator=_gen(seed))
-    xw, xs, m, valid = views(images, masks, return_valid=True)
+    xw, xs, m, valid = views(images, masks)
     assert torch.equal(m == 255, ~valid)
     # Photometric ops act per pixel or globally, so padding stays where it was:
     # in the weak view padded pixels hold exactly the fill value.
@@ -288,8 +288,8 @@ def test_views_pass_the_magnitude_map_to_the_strong_view():
     images, masks = _batch()
     a = WeakStrongViews(16, generator=_gen(3), magnitude_map="cosa-release")
     b = WeakStrongViews(16, generator=_gen(3))
-    xa, sa, _ = a(images, masks)
-    xb, sb, _ = b(images, masks)
+    xa, sa, _, _ = a(images, masks)
+    xb, sb, _, _ = b(images, masks)
     assert torch.equal(xa, xb)  # the weak view and the geometry do not depend on it
     assert not torch.equal(sa, sb)
 
@@ -301,6 +301,6 @@ def test_views_stay_in_unit_range_after_blur_and_solarize():
     images[:, :, ::2] = 0.999999
     views = WeakStrongViews(16, scale=(1.0, 1.0), blur_p=1.0, blur_sigma=(0.3, 2.0),
                             ops=("solarize",), generator=_gen(5))  # fmt: skip
-    xw, xs, _ = views(images)
+    xw, xs, _, _ = views(images)
     assert float(xw.min()) >= 0.0 and float(xw.max()) <= 1.0
     assert float(xs.min()) >= 0.0 and float(xs.max()) <= 1.0

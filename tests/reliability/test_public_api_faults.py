@@ -41,7 +41,7 @@ def test_every_public_callable_that_takes_tensors_is_tried():
     tried = {s.name.split(".")[0] for s in SPECS}
     untried = {  # no tensor input of their own, or files and opencv
         "IGNORE_INDEX", "SALIENCY_METHODS", "data_checks_enabled", "set_data_checks",
-        "CAMOutput", "csc_implementation", "cached_saliency", "estimate_saliency",
+        "CAMOutput", "IoUResult", "csc_implementation", "cached_saliency", "estimate_saliency",
         "load_saliency_maps", "opencv_saliency", "save_saliency_maps",
     }  # fmt: skip
     assert set(W.__all__) - untried - tried == set()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -289,6 +290,22 @@ def _check_crop_and_scale(crop_size, scale) -> tuple[int, int]:
     return crop
 
 
+class ViewPair(NamedTuple):
+    """What :class:`WeakStrongViews` returns: two views with shared geometry.
+
+    Attributes:
+        weak: (B, 3, h_c, w_c) float32 in [0, 1], the weak view (rescale, crop, flip, blur).
+        strong: (B, 3, h_c, w_c) float32 in [0, 1], the weak view plus RandAugment ops.
+        masks: (B, h_c, w_c) int64 labels with 255 on padding, or None without masks.
+        valid: (B, h_c, w_c) bool, True where the crop shows image rather than padding.
+    """
+
+    weak: torch.Tensor
+    strong: torch.Tensor
+    masks: torch.Tensor | None
+    valid: torch.Tensor
+
+
 class WeakStrongViews:
     """Batched weak / strong views with shared geometry, for teacher–student training.
 
@@ -314,21 +331,22 @@ class WeakStrongViews:
             inputs may live on any device; the drawn geometry is moved there).
 
     Call:
-        ``views(images, masks=None, return_valid=False)`` with images (B, 3, H, W)
-        uint8 or float in [0, 1] and masks (B, H, W) integer (labels, 255 = ignore).
-        Returns ``(x_weak, x_strong, mask_crop)``: two (B, 3, h_c, w_c) float32 in
-        [0, 1] and (B, h_c, w_c) int64 with 255 on padding (None if ``masks`` is None);
-        with ``return_valid=True`` a fourth (B, h_c, w_c) bool tensor, True where the
-        crop shows image rather than padding.
+        ``views(images, masks=None)`` with images (B, 3, H, W) uint8 or float in [0, 1]
+        and masks (B, H, W) integer (labels, 255 = ignore). Returns a :class:`ViewPair`
+        ``(weak, strong, masks, valid)``: two (B, 3, h_c, w_c) float32 views in [0, 1],
+        the (B, h_c, w_c) int64 masks with 255 on padding (None if ``masks`` is None),
+        and the (B, h_c, w_c) bool validity, True where the crop shows image.
 
     Raises:
         ValueError: on bad arguments or inputs (names the argument and the value).
 
     Example:
         >>> views = WeakStrongViews(32, generator=torch.Generator().manual_seed(0))
-        >>> xw, xs, m = views(torch.rand(2, 3, 48, 48), torch.zeros(2, 48, 48, dtype=torch.long))
-        >>> tuple(xw.shape), tuple(xs.shape), tuple(m.shape), m.dtype
-        ((2, 3, 32, 32), (2, 3, 32, 32), (2, 32, 32), torch.int64)
+        >>> out = views(torch.rand(2, 3, 48, 48), torch.zeros(2, 48, 48, dtype=torch.long))
+        >>> tuple(out.weak.shape), tuple(out.strong.shape), tuple(out.masks.shape)
+        ((2, 3, 32, 32), (2, 3, 32, 32), (2, 32, 32))
+        >>> out.masks.dtype, out.valid.dtype
+        (torch.int64, torch.bool)
     """
 
     def __init__(
@@ -422,8 +440,7 @@ class WeakStrongViews:
         self,
         images: torch.Tensor,
         masks: torch.Tensor | None = None,
-        return_valid: bool = False,
-    ) -> tuple[torch.Tensor, ...]:
+    ) -> ViewPair:
         x = _to_float_images(images)
         if masks is not None:
             _check_masks(masks, images)
@@ -442,9 +459,7 @@ class WeakStrongViews:
                 align_corners=False,
             )[:, 0].long()  # fmt: skip
             mask_out = torch.where(valid, m, torch.full_like(m, IGNORE_INDEX))
-        if return_valid:
-            return xw, xs, mask_out, valid
-        return xw, xs, mask_out
+        return ViewPair(xw, xs, mask_out, valid)
 
 
 class EvalView:

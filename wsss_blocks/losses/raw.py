@@ -20,13 +20,14 @@ def raw_cam2seg_loss(
     cpl: torch.Tensor,
     weights: torch.Tensor | None = None,
     balanced: bool = False,
+    ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
     """Reliability-weighted cross-entropy of segmentation logits against the CPL.
 
     .. math:: \\mathcal L_{c2s} = \\frac{1}{|R|}\\sum_{(x,y) \\in R} w_{x,y}\\,
               \\mathrm{CE}(S_{x,y}, \\hat Y^{CPL}_{x,y})
 
-    R is the set of pixels whose CPL is not 255. ``weights`` are the RAW weights
+    R is the set of pixels whose CPL is not ``ignore_index`` (255). ``weights`` are the RAW weights
     (:func:`wsss_blocks.raw_weights`; detached here in any case); without them this is
     the plain CAM2Seg cross-entropy. If no pixel is valid the loss is 0 (with a zero
     gradient), never NaN.
@@ -38,10 +39,12 @@ def raw_cam2seg_loss(
 
     Args:
         seg_logits: S, (B, C+1, H, W) float logits from the ON, channel 0 background.
-        cpl: (B, H, W) int64 labels in [0, C] or 255 (ignore).
+        cpl: (B, H, W) integer labels in [0, C] or ``ignore_index``.
         weights: optional (B, H, W) float weights ≥ 0, finite.
         balanced: average background and foreground pixels separately, then halve
             their sum (the release's ``seg_loss``); default the plain mean over R.
+        ignore_index: the label of pixels without a pseudo-label (default 255), outside
+            [0, C].
     Returns:
         0-d loss ≥ 0.
     Raises:
@@ -64,10 +67,13 @@ def raw_cam2seg_loss(
     expected = (seg_logits.shape[0], *seg_logits.shape[2:])
     if tuple(cpl.shape) != expected:
         raise ValueError(f"cpl must have shape {expected}, got {tuple(cpl.shape)}")
-    check_label_map("cpl", cpl, seg_logits.shape[1])
+    if 0 <= ignore_index < seg_logits.shape[1]:
+        raise ValueError(f"ignore_index must lie outside the classes [0, "
+                         f"{seg_logits.shape[1] - 1}], got {ignore_index}")  # fmt: skip
+    check_label_map("cpl", cpl, seg_logits.shape[1], ignore_index)
     cpl = cpl.long()  # uint8/int32 masks are fine as input; cross_entropy needs int64
-    ce = F.cross_entropy(seg_logits, cpl, ignore_index=IGNORE_INDEX, reduction="none")
-    valid = cpl != IGNORE_INDEX
+    ce = F.cross_entropy(seg_logits, cpl, ignore_index=ignore_index, reduction="none")
+    valid = cpl != ignore_index
     if weights is not None:
         if tuple(weights.shape) != tuple(cpl.shape):
             raise ValueError(

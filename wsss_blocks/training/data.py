@@ -223,10 +223,10 @@ class TrainBatches:
         with shared geometry, the mask (255 on padding) and validity (False on padding),
         both following the views' flips."""
         if batch.valid is None:
-            return self.views(batch.images, batch.masks, return_valid=True)
+            return tuple(self.views(batch.images, batch.masks))
         # the crop's padding rides in the mask (+256) through the views' flips
         packed = batch.masks + 256 * (~batch.valid).long()
-        xw, xs, packed, inside = self.views(batch.images, packed, return_valid=True)
+        xw, xs, packed, inside = self.views(batch.images, packed)
         valid = (packed < 256) & inside
         return xw, xs, torch.where(valid, packed, torch.full_like(packed, IGNORE_INDEX)), valid
 

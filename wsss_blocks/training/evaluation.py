@@ -96,8 +96,9 @@ def evaluate_segmentation(
             matrices are summed over ranks before the mIoU, so every rank returns the
             result of the whole split.
     Returns:
-        ``(honest, masked)``: :meth:`~wsss_blocks.MeanIoU.compute` results (``miou`` and per-class
-        ``iou`` in [0, 1], background first); ``masked`` is None unless ``tag_masked``.
+        ``(honest, masked)``: :class:`~wsss_blocks.IoUResult` of each (``miou`` and
+        per-class ``iou`` in [0, 1], background first); ``masked`` is None unless
+        ``tag_masked``.
     """
     honest = MeanIoU(num_classes, average=average)
     masked = MeanIoU(num_classes, average=average) if tag_masked else None
