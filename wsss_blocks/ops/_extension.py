@@ -9,6 +9,7 @@ Set ``WSSS_BLOCKS_NO_EXTENSION=1`` to force the fallback.
 
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
 from types import ModuleType
@@ -38,7 +39,7 @@ def load_extension() -> ModuleType | None:
     try:
         if os.environ.get("WSSS_BLOCKS_NO_EXTENSION", "0") == "1":
             raise ImportError("disabled by WSSS_BLOCKS_NO_EXTENSION=1")
-        from wsss_blocks import _C  # noqa: PLC0415 - deliberately lazy
+        extension = importlib.import_module("wsss_blocks._C")  # deliberately lazy
     except (ImportError, OSError, RuntimeError) as err:  # RuntimeError: a stale build
         _STATE["error"] = f"{type(err).__name__}: {err}"
         warnings.warn(
@@ -49,8 +50,8 @@ def load_extension() -> ModuleType | None:
             stacklevel=3,
         )
         return None
-    _STATE["module"] = _C
-    return _C
+    _STATE["module"] = extension
+    return extension
 
 
 def extension_error() -> str | None:
