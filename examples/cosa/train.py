@@ -85,6 +85,7 @@ from wsss_blocks.training import (
     poly_lr_factor,
     progress_bar,
     rank_and_world,
+    resolve_amp,
     resolve_device,
     rng_state,
     save_checkpoint,
@@ -653,8 +654,8 @@ def _train(cfg: dict, resume: bool, stop_at: int | None, signals: StopSignals,
     t = cfg["train"]
     b, w = t["batch_size"], dist.world_size
     say(f"data: {data.train!r}\n      {data.val!r} ({time.time() - t0:.1f} s)\n"
-        f"device: {device}, amp: {t['amp']}, batch: {b} per process x {w} process(es) "
-        f"= {b * w} per step")  # fmt: skip
+        f"device: {device}, amp: {resolve_amp(t['amp'], device)}, "
+        f"batch: {b} per process x {w} process(es) = {b * w} per step")  # fmt: skip
     model = build_model(cfg, data.num_classes).to(device)
     use_teacher = cfg["method"] == "cosa" and t["use_teacher"]
     teacher = EMATeacher(model, t["ema_momentum"]) if use_teacher else None

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from ..teacher import EMATeacher
 from .distributed import any_rank, average_buffers_
+from .runtime import resolve_amp
 
 
 def poly_lr_factor(
@@ -98,7 +99,8 @@ class Stepper:
         optimizer, scheduler: as built for it.
         weights: term name → weight; a term without a weight raises KeyError.
         teacher: optional :class:`~wsss_blocks.EMATeacher` updated after each step.
-        amp: ``"fp16"`` adds a GradScaler; other modes need none.
+        amp: an autocast mode; ``"fp16"`` (or ``"auto"`` resolving to it) adds a
+            GradScaler, other modes need none.
         grad_clip: max gradient norm, 0 for none.
         log_every: steps between loss-log entries.
         max_nonfinite: non-finite steps in a row (CPU) that stop the run, >= 1.
@@ -125,7 +127,8 @@ class Stepper:
         self.weights = dict(weights)
         self.teacher = teacher
         self.device = next(model.parameters()).device
-        self.scaler = torch.amp.GradScaler(self.device.type) if amp == "fp16" else None
+        fp16 = resolve_amp(amp, self.device) == "fp16"
+        self.scaler = torch.amp.GradScaler(self.device.type) if fp16 else None
         self.grad_clip = grad_clip
         self.log_every = log_every
         self._log: list[tuple[int, dict[str, float]]] = []

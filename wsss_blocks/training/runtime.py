@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import shutil
@@ -15,8 +16,43 @@ import torch
 from .._checks import data_checks_enabled, set_data_checks
 from .distributed import DistInfo
 
-AMP_MODES = ("bf16", "fp16", "fp32")
-"""Autocast modes: bf16 (CPU and CUDA), fp16 (CUDA, with a GradScaler), fp32 (no autocast)."""
+AMP_MODES = ("auto", "bf16", "fp16", "fp32")
+"""Autocast modes: bf16 (CPU and CUDA), fp16 (CUDA, with a GradScaler), fp32 (no autocast),
+and auto (:func:`resolve_amp`: bf16 where the hardware computes in it, else fp16 on CUDA
+and fp32 on the CPU)."""
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic (x86 AVX512-BF16 or AMX-BF16, Arm BF16), read
+    from ``/proc/cpuinfo``; False where that file does not exist.
+
+    Without it, oneDNN runs bf16 convolutions on a slow fallback path: an EfficientNet-Lite0
+    forward + backward at batch 16, 96 px took 12.9 s under bf16 autocast and 1.0 s in fp32
+    on an AMD EPYC without AVX-512 (docs/results.md, "Mixed precision on the CPU").
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """The autocast mode ``amp`` means on ``device``: ``"auto"`` becomes bf16 where the
+    hardware computes in it (CUDA with bf16 support, a CPU with :func:`cpu_has_native_bf16`),
+    else fp16 on CUDA and fp32 on the CPU; other modes are returned as they are.
+
+    Raises:
+        ValueError: as :func:`check_amp`.
+    """
+    check_amp(amp, device)
+    if amp != "auto":
+        return amp
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -52,12 +88,12 @@ def check_amp(amp: str, device: torch.device) -> None:
 
 
 def autocast(device: torch.device, amp: str):
-    """The autocast context of ``amp`` on ``device`` (a no-op for ``"fp32"``).
+    """The autocast context of ``amp`` on ``device`` (a no-op for ``"fp32"``; ``"auto"`` as
+    :func:`resolve_amp`).
 
-    bf16 autocast roughly halves a CPU step here and is the default on both devices;
     fp16 on CUDA needs the GradScaler :class:`~wsss_blocks.training.Stepper` makes.
     """
-    check_amp(amp, device)
+    amp = resolve_amp(amp, device)
     if amp == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
