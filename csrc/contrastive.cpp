@@ -60,13 +60,13 @@ void check_csc_inputs(const at::Tensor& x, const at::Tensor& labels, double tau)
 
 void check_csc_stats(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& nu,
                      const at::Tensor& g, const at::Tensor& count) {
-  TORCH_CHECK_VALUE(grad.dim() == 0, "wsss_blocks csc_backward: grad must be 0-d, got shape ",
+  TORCH_CHECK_VALUE(grad.dim() == 0, "wsss_blocks _csc_backward: grad must be 0-d, got shape ",
                     grad.sizes());
   const auto acc = csc_acc_type(x.scalar_type());
   for (const at::Tensor* s : {&nu, &g, &count}) {
     TORCH_CHECK_VALUE(s->dim() == 1 && s->size(0) == x.size(0) && s->scalar_type() == acc &&
                           s->device() == x.device(),
-                      "wsss_blocks csc_backward: nu, g, count must be (N,) ", acc,
+                      "wsss_blocks _csc_backward: nu, g, count must be (N,) ", acc,
                       " tensors on the features' device; features ", x.sizes(), ", got ",
                       s->sizes(), " ", s->scalar_type());
   }
