@@ -17,6 +17,7 @@ from ._checks import (
     check_positive,
     check_range,
     check_unit_map,
+    reads_values,
 )
 from .utils import upsample
 
@@ -108,8 +109,9 @@ def cam_to_cpl_dual(
     """
     check_open_unit("low", low)
     check_open_unit("high", high)
-    if float(low) > float(high):
-        raise ValueError(f"low must be <= high, got low={float(low)}, high={float(high)}")
+    if all(not isinstance(v, torch.Tensor) or reads_values(v) for v in (low, high)):
+        if float(low) > float(high):
+            raise ValueError(f"low must be <= high, got low={float(low)}, high={float(high)}")
     nu, cls = cam_confidence(cam, labels)
     cpl = torch.full_like(cls, IGNORE_INDEX)
     cpl = torch.where(nu >= high, cls, cpl)

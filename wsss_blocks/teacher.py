@@ -61,7 +61,12 @@ class EMATeacher(nn.Module):
         return self
 
     @torch.no_grad()
-    def update(self, student: nn.Module, momentum: float | None = None) -> None:
+    def update(
+        self,
+        student: nn.Module,
+        momentum: float | None = None,
+        skip: torch.Tensor | None = None,
+    ) -> None:
         """Move the teacher one EMA step towards ``student`` (call after optimiser.step()).
 
         Args:
@@ -69,6 +74,9 @@ class EMATeacher(nn.Module):
             momentum: m for this step only, in [0, 1]; default ``self.momentum``.
                 ``momentum=0`` re-synchronises the teacher with the student (e.g. at the
                 end of a warm-up).
+            skip: optional 0-d bool tensor on the teacher's device; where True the
+                teacher keeps every value (a skipped step, decided on the device without
+                a host read; the student is then not checked for finiteness).
         Raises:
             ValueError: if ``student`` does not have the teacher's parameter/buffer names,
                 shapes and dtypes, holds a non-finite value (a data check: the teacher
@@ -88,10 +96,12 @@ class EMATeacher(nn.Module):
                     f"student tensor {name!r} has shape {tuple(s.shape)} / {s.dtype}, the "
                     f"teacher's has {tuple(t.shape)} / {t.dtype}"
                 )
+            s = s.detach() if skip is None else torch.where(skip, t, s.detach())
             if t.is_floating_point():
-                check_finite(f"student tensor {name!r}", s)
+                if skip is None:
+                    check_finite(f"student tensor {name!r}", s)
                 floats_t.append(t)
-                floats_s.append(s.detach())
+                floats_s.append(s)
             else:
                 t.copy_(s)
         if floats_t:

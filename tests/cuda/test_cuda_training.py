@@ -62,7 +62,11 @@ def test_csc_cuda_op_equals_the_reference_in_values_and_gradients():
 
 @pytest.mark.cuda
 def test_one_training_step_does_not_synchronise_with_the_host():
-    cfg = train.load_config(CONFIG, [*SMALL, "train.amp=bf16", "threshold.dynamic=true"])
+    # L_csc left out: its anchors (P† ≤ ε) are gathered by a boolean mask, one wait per
+    # step by design (tests/examples/test_cosa_step_reads_no_values.py checks the rest
+    # on the CPU).
+    sets = [*SMALL, "train.amp=bf16", "threshold.dynamic=true", "loss.csc=0"]
+    cfg = train.load_config(CONFIG, sets)
     device = torch.device("cuda")
     model = train.build_model(cfg, 20).to(device)
     teacher = EMATeacher(model, 0.9994)
@@ -93,3 +97,31 @@ def test_one_training_step_does_not_synchronise_with_the_host():
         finally:
             torch.cuda.set_sync_debug_mode("default")
     assert all(torch.isfinite(torch.tensor(v)) for v in stepper.loss_log[-1][1].values())
+
+
+@pytest.mark.cuda
+def test_a_non_finite_step_is_skipped_on_the_gpu_without_a_host_read():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1).cuda()
+    opt = build_adamw_like_the_trainer(model)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    teacher = EMATeacher(model, 0.5)
+    stepper = Stepper(model, opt, sched, {"a": 1.0}, teacher, log_every=1, max_nonfinite=2)
+    x = torch.ones(1, 3, device="cuda")
+    stepper.step(0, {"a": model(x).mean()})
+    before = model.weight.detach().clone()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        stepper.step(1, {"a": model(x).mean() * float("nan")})
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(before, model.weight)
+    with pytest.warns(UserWarning, match="steps skipped"):
+        stepper.loss_log  # noqa: B018
+    assert stepper.skipped == 1
+
+
+def build_adamw_like_the_trainer(model):
+    """Fused AdamW, as build_adamw gives on CUDA (a Linear has no backbone/head split)."""
+    return torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from .._checks import IGNORE_INDEX, check_ndim, check_range, check_same_batch
+from .._checks import IGNORE_INDEX, check_ndim, check_range, check_same_batch, reads_values
 
 RANDAUG_OPS: tuple[str, ...] = (
     "identity",
@@ -162,7 +162,8 @@ def gaussian_blur_batch(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Ten
 
     Args:
         images: (B, D, H, W) float.
-        sigmas: (B,) float, σ in pixels, > 0.
+        sigmas: (B,) float, σ in pixels, > 0; on any device (their maximum sets the
+            kernel size, so σ on the CPU spare a GPU synchronisation).
     Returns:
         (B, D, H, W) blurred images, same dtype.
     Raises:
@@ -179,12 +180,15 @@ def gaussian_blur_batch(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Ten
     check_ndim("images", images, 4, "(B, D, H, W)")
     check_ndim("sigmas", sigmas, 1, "(B,)")
     check_same_batch(("images", "sigmas"), images, sigmas)
-    if sigmas.numel() and not bool((sigmas > 0).all()):
+    if reads_values(sigmas) and not bool((sigmas > 0).all()):
         raise ValueError(f"sigmas must be > 0, got min {float(sigmas.min())}")
     b, d, h, w = images.shape
     if b == 0:
         return images.clone()
+    # The kernel radius is a size, so σ_max is read; σ on the CPU (as the views draw
+    # them) keeps that read off the GPU stream.
     r = min(math.ceil(2.5 * float(sigmas.max())), h - 1, w - 1)
+    sigmas = sigmas.to(images.device)
     t = torch.arange(-r, r + 1, dtype=images.dtype, device=images.device)
     k = torch.exp(-0.5 * (t[None, :] / sigmas[:, None].to(images.dtype)) ** 2)
     k = (k / k.sum(1, keepdim=True)).repeat_interleave(d, dim=0)  # (B·D, 2r+1)
@@ -220,8 +224,9 @@ def randaug_batch(
     Args:
         images: (B, 3, H, W) float in [0, 1].
         ops: B names from :data:`RANDAUG_OPS`.
-        magnitudes: (B,) integers in [1, 9].
-        signs: (B,) ±1, the direction of the enhancement factors.
+        magnitudes: (B,) integers in [1, 9], on any device (they are read to group the
+            posterize calls: on the CPU, as the views draw them, no GPU wait).
+        signs: (B,) ±1, the direction of the enhancement factors, on magnitudes' device.
         magnitude_map: one of :data:`MAGNITUDE_MAPS` (see :func:`apply_randaug_op`).
     Returns:
         (B, 3, H, W) float in [0, 1].
@@ -242,39 +247,43 @@ def randaug_batch(
             f"ops, magnitudes and signs must each hold B={b} entries, got {len(ops)}, "
             f"{tuple(magnitudes.shape)} and {tuple(signs.shape)}"
         )
-    if b and not bool(((magnitudes >= 1) & (magnitudes <= 9)).all()):
+    if reads_values(magnitudes) and not bool(((magnitudes >= 1) & (magnitudes <= 9)).all()):
         raise ValueError(f"magnitudes must lie in [1, 9], got {magnitudes.tolist()}")
     unknown = set(ops) - set(RANDAUG_OPS)
     if unknown:
         raise ValueError(f"ops must come from {RANDAUG_OPS}, got {sorted(unknown)}")
     _check_magnitude_map(magnitude_map)
     release = magnitude_map == "cosa-release"
+    dev, dtype = images.device, images.dtype
     out = images.clone()
-    f = (magnitudes.to(images.dtype) / 10.0).to(images.device)
-    signs = signs.to(images.dtype).to(images.device)
     for op in set(ops) - {"identity"}:
-        idx = torch.tensor([i for i, o in enumerate(ops) if o == op], device=images.device)
-        sub, fi = images[idx], f[idx].view(-1, 1, 1, 1)
+        # Which images take the op is known on the host (``ops``); magnitudes and signs
+        # stay where they are given (on the CPU, as the views draw them, nothing here
+        # waits for a GPU) and only their per-image strengths go to the images' device.
+        rows = [i for i, o in enumerate(ops) if o == op]
+        idx = torch.tensor(rows, device=dev)
+        sel = torch.tensor(rows, device=magnitudes.device)
+        sub, m = images[idx], magnitudes[sel]
+        fi = (m.to(dtype) / 10.0).to(dev).view(-1, 1, 1, 1)
         if op in ("autocontrast", "equalize"):
             out[idx] = apply_randaug_op(sub, op, 1)
         elif op == "solarize":
-            th = 1.0 - fi
-            if release:
-                th = _release_strength(op, magnitudes[idx]).to(fi).view(-1, 1, 1, 1)
+            th = _release_strength(op, m).to(dev, dtype).view(-1, 1, 1, 1) if release else 1.0 - fi
             out[idx] = torch.where(sub >= th, 1.0 - sub, sub)  # TF.solarize, per image
-        elif op == "posterize":
-            if release:
-                bits = _release_strength(op, magnitudes[idx]).long().to(images.device)
-            else:
-                bits = 8 - torch.round(4 * f[idx]).long()
-            for nb in bits.unique().tolist():
-                sel = idx[bits == nb]
-                out[sel] = TF.posterize(images[sel], nb)
+        elif op == "posterize":  # TF.posterize takes one bit count per call: group by it
+            bits = _release_strength(op, m) if release else 8 - torch.round(4 * m / 10.0)
+            bits = bits.long().tolist()  # a read of ``magnitudes``
+            for nb in sorted(set(bits)):
+                group = torch.tensor(
+                    [r for r, k in zip(rows, bits, strict=True) if k == nb], device=dev
+                )
+                out[group] = TF.posterize(images[group], nb)
         else:
             if release:
-                factor = _release_strength(op, magnitudes[idx]).to(fi).view(-1, 1, 1, 1)
+                factor = _release_strength(op, m).to(dev, dtype).view(-1, 1, 1, 1)
             else:
-                factor = 1.0 + signs[idx].view(-1, 1, 1, 1) * 0.9 * fi
+                sign = signs[sel].to(dtype).to(dev).view(-1, 1, 1, 1)
+                factor = 1.0 + sign * 0.9 * fi
             degenerate = _BLEND_OPS[op](sub, 0.0)
             out[idx] = (factor * sub + (1.0 - factor) * degenerate).clamp_(0.0, 1.0)
     return out
@@ -423,7 +432,7 @@ class WeakStrongViews:
         if not bool(do.any()):
             return x
         out = x.clone()
-        out[do] = gaussian_blur_batch(x[do], sigmas[do].to(x.device))
+        out[do] = gaussian_blur_batch(x[do], sigmas[do])  # σ stay on the CPU
         return out
 
     def _photometric(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from ..teacher import EMATeacher
-from .distributed import any_rank, average_buffers_
+from .distributed import any_rank, average_buffers_, sum_over_ranks_
 from .runtime import resolve_amp
 
 
@@ -50,11 +50,22 @@ def poly_lr_factor(
     return max(0.0, 1.0 - step / total) ** power
 
 
-def build_adamw(model: torch.nn.Module, lr: float, head_lr_mult: float, weight_decay: float):
+def build_adamw(
+    model: torch.nn.Module,
+    lr: float,
+    head_lr_mult: float,
+    weight_decay: float,
+    fused: bool | None = None,
+):
     """AdamW with two groups: the backbone at ``lr`` and the heads (classifiers, decoder)
     at ``lr * head_lr_mult`` (CoSA's release: 6e-5 and ×10). ``model`` must have
     ``backbone_parameters()`` and ``head_parameters()`` (every
     :class:`~wsss_blocks.models.CAMBackboneNet`).
+
+    ``fused`` (default: on where the parameters are on CUDA) picks torch's fused AdamW,
+    whose step takes a device-side skip flag: :class:`Stepper` skips a non-finite step
+    with it without waiting for the GPU. The CPU keeps the unfused one (the numbers in
+    docs/results.md were trained with it).
 
     Raises:
         ValueError: if ``lr`` or ``head_lr_mult`` is not > 0 or ``weight_decay`` < 0.
@@ -62,12 +73,15 @@ def build_adamw(model: torch.nn.Module, lr: float, head_lr_mult: float, weight_d
     if not (lr > 0 and head_lr_mult > 0 and weight_decay >= 0):
         raise ValueError(f"train.lr and train.head_lr_mult must be > 0 and weight_decay >= 0, "
                          f"got {lr}, {head_lr_mult}, {weight_decay}")  # fmt: skip
+    if fused is None:
+        fused = next(model.parameters()).device.type == "cuda"
     return torch.optim.AdamW(
         [
             {"params": list(model.backbone_parameters()), "lr": lr},
             {"params": list(model.head_parameters()), "lr": lr * head_lr_mult},
         ],
         weight_decay=weight_decay,
+        fused=fused or None,
     )
 
 
@@ -86,12 +100,18 @@ class Stepper:
     :attr:`loss_log` turns them into numbers, the only point where the host waits for
     the device, so a CUDA step never does.
 
-    A non-finite loss: on the CPU the step is skipped (no update of the weights, the
-    optimizer state or the teacher; the schedule advances) and counted in
-    ``skipped``; ``max_nonfinite`` such steps in a row raise
-    :class:`NonFiniteLossError`. Under ``torch.distributed`` all ranks skip a step
-    that is non-finite on any of them. On CUDA (where checking would wait for the device)
-    the step runs, and reading the log raises NonFiniteLossError if one was non-finite.
+    A non-finite loss: the step is skipped (no update of the weights, the optimizer
+    state or the teacher; the schedule advances) and counted in ``skipped``;
+    ``max_nonfinite`` such steps in a row raise :class:`NonFiniteLossError`. Under
+    ``torch.distributed`` all ranks skip a step that is non-finite on any of them. On
+    the CPU this is decided on the host at once. Elsewhere (CUDA, where reading the
+    loss would make the host wait) it is decided on the device: the optimizer gets the
+    flag as its ``found_inf`` (an optimizer whose step takes one: torch's fused Adam,
+    AdamW, SGD; :func:`build_adamw` builds it on CUDA; under fp16 the GradScaler's flag
+    does it), the teacher update keeps its values, and the counts are read with the
+    loss log, which then raises NonFiniteLossError for a run of ``max_nonfinite`` and
+    warns of skipped steps. With an optimizer without that flag the step runs and the
+    log read raises at the first non-finite loss.
 
     Args:
         model: the trained network (unwrapped: the EMA teacher follows it; a
@@ -103,7 +123,8 @@ class Stepper:
             GradScaler, other modes need none.
         grad_clip: max gradient norm, 0 for none.
         log_every: steps between loss-log entries.
-        max_nonfinite: non-finite steps in a row (CPU) that stop the run, >= 1.
+        max_nonfinite: non-finite steps in a row that stop the run, >= 1.
+        skip_on_device: decide the skip on the device (None: everywhere but the CPU).
     """
 
     def __init__(
@@ -117,6 +138,7 @@ class Stepper:
         grad_clip: float = 0.0,
         log_every: int = 10,
         max_nonfinite: int = 1,
+        skip_on_device: bool | None = None,
     ) -> None:
         if max_nonfinite < 1:
             raise ValueError(f"max_nonfinite must be >= 1, got {max_nonfinite}")
@@ -133,8 +155,14 @@ class Stepper:
         self.log_every = log_every
         self._log: list[tuple[int, dict[str, float]]] = []
         self._pending: list[tuple[int, list[str], torch.Tensor]] = []
-        self._bad = torch.zeros((), dtype=torch.bool, device=self.device)
-        self._unread_since: int | None = None  # first CUDA step not yet checked
+        # Device-side skip bookkeeping (not on the CPU): steps skipped, the current and
+        # the longest run of them in a row since the last read.
+        if skip_on_device is None:
+            skip_on_device = self.device.type != "cpu"
+        self.skip_on_device = skip_on_device
+        self._device_skip = getattr(optimizer, "_step_supports_amp_scaling", False)
+        self._counts = torch.zeros(3, dtype=torch.int64, device=self.device)
+        self._unread_since: int | None = None  # first device step not yet checked
 
     def step(self, i: int, terms: Mapping[str, torch.Tensor], ema_momentum: float | None = None):
         """Optimise one step on ``terms`` (name → 0-d loss); ``ema_momentum`` overrides
@@ -142,7 +170,7 @@ class Stepper:
         the step was skipped for a non-finite loss (CPU), else True."""
         loss = sum(self.weights[k] * v for k, v in terms.items())
         finite = torch.isfinite(loss)
-        if self.device.type != "cuda":
+        if not self.skip_on_device:  # decided on the host (the CPU: nothing to wait for)
             if any_rank(not finite):  # ranks skip together (DDP needs every backward)
                 self.skipped += 1
                 self._in_a_row += 1
@@ -157,8 +185,12 @@ class Stepper:
                 self.scheduler.step()
                 return False
             self._in_a_row = 0
+            bad = None
         else:
-            self._bad |= ~finite
+            bad = sum_over_ranks_((~finite).long()) > 0  # ranks skip together
+            run = torch.where(bad, self._counts[1] + 1, 0)
+            skipped = self._counts[0] + bad.long()
+            self._counts = torch.stack((skipped, run, torch.maximum(self._counts[2], run)))
             if self._unread_since is None:
                 self._unread_since = i
         self.optimizer.zero_grad(set_to_none=True)
@@ -169,15 +201,21 @@ class Stepper:
             loss.backward()
         if self.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        if self.scaler is not None:
+        if self.scaler is not None:  # a non-finite loss gives non-finite gradients: skipped
             self.scaler.step(self.optimizer)
             self.scaler.update()
+        elif bad is not None and self._device_skip:
+            self.optimizer.found_inf = bad.float()  # the step leaves weights and state
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf
         else:
             self.optimizer.step()
         self.scheduler.step()
         average_buffers_(self.model)  # ranks' BN statistics agree (no-op in one process)
         if self.teacher is not None:
-            self.teacher.update(self.model, momentum=ema_momentum)
+            self.teacher.update(self.model, momentum=ema_momentum, skip=bad)
         if i % self.log_every == 0:
             values = torch.stack([v.detach().float() for v in terms.values()])
             self._pending.append((i, list(terms), values))
@@ -197,12 +235,30 @@ class Stepper:
                 self._log.append((i, dict(zip(names, row, strict=True))))
                 start += len(names)
             self._pending.clear()
-            if self.device.type == "cuda" and bool(self._bad):
-                raise NonFiniteLossError(
-                    f"non-finite loss at a step from {self._unread_since} to {self._pending_end}"
-                )
-            self._unread_since = None
+            if self.skip_on_device:
+                self._read_device_counts()
         return self._log
+
+    def _read_device_counts(self) -> None:
+        skipped, _, longest = self._counts.tolist()
+        since, until = self._unread_since, self._pending_end
+        self._counts[2] = 0
+        self._unread_since = None
+        new, self.skipped = skipped - self.skipped, skipped
+        if not new:
+            return
+        where = f"at steps {since} to {until}"
+        if not (self._device_skip or self.scaler is not None):
+            raise NonFiniteLossError(
+                f"non-finite loss {where}; this optimizer cannot skip a step on the device "
+                "(a fused one can: build_adamw), so the weights took it"
+            )
+        if longest >= self.max_nonfinite:
+            raise NonFiniteLossError(
+                f"{longest} non-finite losses in a row {where}; the run stops, its last "
+                "checkpoint is the last good state"
+            )
+        warnings.warn(f"{new} non-finite loss(es) {where}: steps skipped", stacklevel=3)
 
     def state_dict(self) -> dict:
         """Optimizer, schedule, scaler and loss log, for a checkpoint."""
