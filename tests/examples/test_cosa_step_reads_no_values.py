@@ -46,7 +46,7 @@ CASES = {
 }  # fmt: skip
 
 
-def _one_meta_step(config: str, overrides: list[str]) -> dict:
+def _one_meta_step(config: str, overrides: list[str]) -> tuple[dict, dict]:
     cfg = train.load_config(CONFIGS / config, [*overrides, "train.device=cpu"])
     num_classes, size = 10, cfg["data"]["crop_size"]
     model = train.build_model(cfg, num_classes).to(META)
@@ -66,14 +66,13 @@ def _one_meta_step(config: str, overrides: list[str]) -> dict:
         xw, xs, _, valid = views(images, masks)
         terms = train.cosa_losses(model, teacher, (xw, xs, valid), labels, step, thresholds, cfg)
         stepper.step(step, terms)
-    return terms
+    return terms, cfg
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_cosa_step_runs_on_the_meta_device(case):
     config, overrides = CASES[case]
-    terms = _one_meta_step(config, overrides)
-    cfg = train.load_config(CONFIGS / config, overrides)
+    terms, cfg = _one_meta_step(config, overrides)
     on = {k for k, v in cfg["loss"].items() if k in train.LOSS_WEIGHTS and v}
     assert set(terms) == on  # every term switched on was computed
     assert all(v.device == META and v.shape == () for v in terms.values())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 
@@ -27,10 +29,26 @@ def test_explicit_modes_are_kept_and_bad_ones_named():
         resolve_amp("int8", cpu)
 
 
-def test_cpu_flags_are_read_from_cpuinfo():
+@pytest.mark.parametrize(
+    "cpuinfo, expected",
+    [
+        ("flags\t: fpu sse2 avx2 fma avx512f", False),  # AVX-512 without its bf16 part
+        ("flags\t: fpu avx2 avx512f avx512_bf16", True),
+        ("flags\t: fpu avx2 amx_tile amx_bf16", True),
+        ("Features\t: fp asimd bf16", True),  # Arm
+        (None, False),  # no /proc/cpuinfo
+    ],
+)
+def test_cpu_flags_are_read_from_cpuinfo(monkeypatch, cpuinfo, expected):
+    def fake_open(path, *args, **kwargs):
+        assert path == "/proc/cpuinfo"
+        if cpuinfo is None:
+            raise FileNotFoundError(path)
+        return io.StringIO(cpuinfo)
+
+    monkeypatch.setattr(runtime_module, "open", fake_open, raising=False)
+    runtime_module.cpu_has_native_bf16.cache_clear()
     try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(f.read().split())
-    except OSError:
-        pytest.skip("no /proc/cpuinfo")
-    assert cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+        assert cpu_has_native_bf16() is expected
+    finally:
+        runtime_module.cpu_has_native_bf16.cache_clear()

@@ -64,8 +64,9 @@ def test_poly_schedule_with_the_release_warm_up():
         poly_lr_factor(0, 100, 10, warmup_start=2.0)
 
 
-def _device_side_stepper(optimizer: str, max_nonfinite: int = 2):
-    """The path a GPU takes (skip decided on the device), run on the CPU."""
+def _device_side_stepper(optimizer: str, max_nonfinite: int = 2, on_device: bool = True):
+    """The path a GPU takes (skip decided on the device), run on the CPU; with
+    ``on_device=False`` the CPU's own (host-side) path, for comparison."""
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 1)
     if optimizer == "fused":
@@ -75,7 +76,7 @@ def _device_side_stepper(optimizer: str, max_nonfinite: int = 2):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     teacher = EMATeacher(model, 0.5)
     stepper = Stepper(model, opt, sched, {"a": 1.0}, teacher, log_every=1,
-                      max_nonfinite=max_nonfinite, skip_on_device=True)  # fmt: skip
+                      max_nonfinite=max_nonfinite, skip_on_device=on_device)  # fmt: skip
     return model, opt, stepper, teacher
 
 
@@ -127,13 +128,7 @@ def test_the_device_side_skip_is_the_host_side_skip():
     """Same losses, one NaN among them: both paths end with the same weights."""
     finals = []
     for on_device in (False, True):
-        torch.manual_seed(0)
-        model = torch.nn.Linear(3, 1)
-        opt = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-        teacher = EMATeacher(model, 0.5)
-        stepper = Stepper(model, opt, sched, {"a": 1.0}, teacher, max_nonfinite=3,
-                          skip_on_device=on_device)  # fmt: skip
+        model, opt, stepper, teacher = _device_side_stepper("fused", 3, on_device)
         with pytest.warns(UserWarning):
             for i in range(4):
                 scale = float("nan") if i == 1 else 1.0

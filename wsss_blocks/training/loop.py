@@ -81,7 +81,7 @@ def build_adamw(
             {"params": list(model.head_parameters()), "lr": lr * head_lr_mult},
         ],
         weight_decay=weight_decay,
-        fused=fused or None,
+        fused=fused or None,  # None, not False: False would also turn off foreach
     )
 
 
