@@ -80,9 +80,16 @@ class EMATeacher(nn.Module):
         Raises:
             ValueError: if ``student`` does not have the teacher's parameter/buffer names,
                 shapes and dtypes, holds a non-finite value (a data check: the teacher
-                would keep it for good), or ``momentum`` is outside [0, 1].
+                would keep it for good), ``momentum`` is outside [0, 1], or ``skip`` is
+                not a 0-d bool tensor.
         """
         m = self.momentum if momentum is None else _checked_momentum(momentum)
+        if skip is not None and not (
+            isinstance(skip, torch.Tensor) and skip.dim() == 0 and skip.dtype == torch.bool
+        ):
+            is_tensor = isinstance(skip, torch.Tensor)
+            got = f"shape {tuple(skip.shape)} {skip.dtype}" if is_tensor else repr(skip)
+            raise ValueError(f"skip must be a 0-d bool tensor or None, got {got}")
         t_state = self.module.state_dict()
         s_state = student.state_dict()
         if t_state.keys() != s_state.keys():

@@ -203,3 +203,23 @@ def test_architecture_mismatch_by_shape_raises(student_shape):
     teacher = EMATeacher(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="student"):
         teacher.update(nn.Linear(*student_shape))
+
+
+def test_skip_keeps_every_value_and_bad_skip_flags_are_named():
+    torch.manual_seed(0)
+    student = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    teacher = EMATeacher(student, 0.5)
+    before = {k: v.clone() for k, v in teacher.module.state_dict().items()}
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+        student[1].running_mean.fill_(float("nan"))  # what a skipped NaN step can leave
+    student[1].num_batches_tracked += 1
+    teacher.update(student, skip=torch.tensor(True))
+    after = teacher.module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    teacher.update(student, skip=torch.tensor(False))  # not skipped: the teacher moves
+    assert not torch.equal(before["0.weight"], teacher.module.state_dict()["0.weight"])
+    for bad in (torch.tensor([True]), torch.tensor(1.0), True):
+        with pytest.raises(ValueError, match="skip must be a 0-d bool tensor"):
+            teacher.update(student, skip=bad)
