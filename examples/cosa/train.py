@@ -348,7 +348,7 @@ def cosa_losses(model, teacher, views, labels, step, thresholds, cfg) -> dict:
             losses["csc"] = csc_term(out.cam.float(), cam_d_grid, labels, xi_d, anchors_valid, cfg)
 
     # L_s2c (Eqs. 7-8): SPL from S' supervises the ON's raw CAM M, off the crop padding.
-    if w["s2c"]:
+    if w["s2c"] and step >= s2c_start(cfg):
         scales, flip = tuple(w.get("spl_scales", [1.0])), w.get("spl_flip", False)
         if scales != (1.0,) or flip:  # the release sums the logits of 3 scales x 2 flips
             with torch.no_grad(), amp(cfg, x_weak):
@@ -360,6 +360,12 @@ def cosa_losses(model, teacher, views, labels, step, thresholds, cfg) -> dict:
     if w.get("energy", 0):
         losses["energy"] = energy_term(seg, x_strong, cpl, valid, cfg)
     return losses
+
+
+def s2c_start(cfg: dict) -> int:
+    """The first step of L_s2c: ``loss.s2c_start``, or the warm-up's end (CoSA) if null."""
+    start = cfg["loss"].get("s2c_start")
+    return cfg["train"]["warmup_iterations"] if start is None else start
 
 
 def energy_term(seg, x_strong, cpl, valid, cfg) -> torch.Tensor:
@@ -602,7 +608,8 @@ def check_config(cfg: dict) -> None:
 
     Raises:
         ConfigError: naming the first impossible value: a count or rate out of range,
-            a warm-up longer than the run, dual thresholds with the threshold search.
+            a warm-up longer than the run, L_s2c starting inside the warm-up or after
+            the run, dual thresholds with the threshold search.
     """
     check_values(cfg, CONFIG_RULES)
     t = cfg["train"]
@@ -610,6 +617,12 @@ def check_config(cfg: dict) -> None:
         if t[key] > t["iterations"]:
             raise ConfigError(f"train.{key} ({t[key]}) must not exceed "
                               f"train.iterations ({t['iterations']})")  # fmt: skip
+    start = cfg["loss"].get("s2c_start")
+    if start is not None and not (isinstance(start, int) and not isinstance(start, bool)
+                                  and t["warmup_iterations"] <= start <= t["iterations"]):
+        raise ConfigError("loss.s2c_start must be null or an integer from "
+                          f"train.warmup_iterations ({t['warmup_iterations']}) to "
+                          f"train.iterations ({t['iterations']}), got {start!r}")  # fmt: skip
     if cfg["threshold"]["dynamic"] and cfg["threshold"].get("dual"):
         raise ConfigError("threshold.dual sets fixed bounds; it cannot be used with "
                           "threshold.dynamic: true")  # fmt: skip

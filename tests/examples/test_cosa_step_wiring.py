@@ -176,3 +176,36 @@ def test_early_cam_cpls_use_every_scale(step):
     torch.testing.assert_close(cam, want)
     torch.testing.assert_close(seg, teacher(x).seg)  # S' from the same pass, unflipped 1.0
     assert not torch.allclose(cam_d, last_only, atol=1e-3)
+
+
+def test_l_s2c_starts_at_loss_s2c_start():
+    """``loss.s2c_start`` delays L_s2c past the warm-up; the other terms start as before."""
+    T = _trainer()
+    cfg = T.load_config(
+        ROOT / "examples/cosa/configs/default.yaml",
+        ["model.cam_scales=[1.0]", "model.cam_flip=false", "model.weights=null",
+         "model.decoder_width=8", "train.amp=fp32", "train.warmup_iterations=300",
+         "loss.s2c_start=600"],
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = T.build_model(cfg, num_classes=3)
+    teacher = EMATeacher(model, 0.5)
+    valid = torch.ones(2, 32, 32, dtype=torch.bool)
+    views = (torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32), valid)
+    labels = torch.tensor([[1, 0, 1], [0, 1, 0]])
+    terms = {}
+    for step in (299, 300, 599, 600):
+        losses = T.cosa_losses(model, teacher, views, labels, step, T.Thresholds(cfg), cfg)
+        terms[step] = sorted(losses)
+    assert terms[299] == ["cls", "cls_early"]
+    assert terms[300] == terms[599] == ["c2s", "cls", "cls_early"]
+    assert terms[600] == ["c2s", "cls", "cls_early", "s2c"]
+
+
+@pytest.mark.parametrize("start", [299, 1201, 650.0, True])
+def test_an_impossible_s2c_start_is_rejected(start):
+    T = _trainer()
+    cfg = T.load_config(ROOT / "examples/cosa/configs/default.yaml")
+    cfg["loss"]["s2c_start"] = start
+    with pytest.raises(T.ConfigError, match="loss.s2c_start"):
+        T.check_config(cfg)
