@@ -20,6 +20,12 @@ def test_auto_on_the_cpu_follows_the_cpu(monkeypatch, native, expected):
     assert y.dtype == (torch.bfloat16 if native else torch.float32)
 
 
+def test_auto_on_the_meta_device_is_fp32(monkeypatch):
+    # meta has no autocast; the meta-step test runs the trainer there with amp auto
+    monkeypatch.setattr(runtime_module, "cpu_has_native_bf16", lambda: True)
+    assert resolve_amp("auto", torch.device("meta")) == "fp32"
+
+
 def test_explicit_modes_are_kept_and_bad_ones_named():
     cpu = torch.device("cpu")
     assert [resolve_amp(m, cpu) for m in ("bf16", "fp32")] == ["bf16", "fp32"]

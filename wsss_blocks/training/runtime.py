@@ -42,7 +42,8 @@ def cpu_has_native_bf16() -> bool:
 def resolve_amp(amp: str, device: torch.device) -> str:
     """The autocast mode ``amp`` means on ``device``: ``"auto"`` becomes bf16 where the
     hardware computes in it (CUDA with bf16 support, a CPU with :func:`cpu_has_native_bf16`),
-    else fp16 on CUDA and fp32 on the CPU; other modes are returned as they are.
+    else fp16 on CUDA and fp32 on the CPU and on devices without autocast (meta); other
+    modes are returned as they are.
 
     Raises:
         ValueError: as :func:`check_amp`.
@@ -52,7 +53,7 @@ def resolve_amp(amp: str, device: torch.device) -> str:
         return amp
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
 
 
 def resolve_device(name: str) -> torch.device:
