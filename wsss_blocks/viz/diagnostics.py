@@ -17,9 +17,10 @@ def plot_pseudo_label_diagnostics(history: Sequence[dict], path: str | os.PathLi
 
     (a) the last evaluation's reliability curve: CPL accuracy per confidence bin, with
     the pixel counts (CoSA Fig. 3a); (b) its ξ sweep: CPL mIoU against ξ, the oracle ξ
-    and the run's ξ; (c) over steps: CPL and SPL mIoU of the AN and the ON (Fig. 8)
-    and M vs M† where P† ≤ ε (Fig. 5b); (d) over steps: the AUROC of 1/P for correct
-    CPL pixels (Fig. 3b) and the ξ gap to the oracle.
+    and the run's ξ; (c) over steps: CPL and SPL mIoU of the AN and the ON (Fig. 8), or
+    of the AN alone where no ``an_vs_on`` was logged (a run whose ON is its own AN), and
+    M vs M† where P† ≤ ε (Fig. 5b) where logged; (d) over steps: the AUROC of 1/P for
+    correct CPL pixels (Fig. 3b) and the ξ gap to the oracle.
 
     Args:
         history: one entry per evaluation, in step order, at least one.
@@ -72,17 +73,26 @@ def plot_pseudo_label_diagnostics(history: Sequence[dict], path: str | os.PathLi
             out.append(float("nan") if v is None else v)
         return out
 
-    pairs = [("an_vs_on", "cpl_an", "CPL AN", "C0", "-"),
-             ("an_vs_on", "cpl_on", "CPL ON", "C0", "--"),
-             ("an_vs_on", "spl_an", "SPL AN", "C1", "-"),
-             ("an_vs_on", "spl_on", "SPL ON", "C1", "--"),
-             ("low_perplexity", "miou_m", "M, P† ≤ ε", "C2", "-"),
-             ("low_perplexity", "miou_m_dagger", "M†, P† ≤ ε", "C2", "--")]  # fmt: skip
+    def logged(key):
+        return any(key in h["diagnostics"] for h in history)
+
+    if logged("an_vs_on"):
+        pairs, title = [("an_vs_on", "cpl_an", "CPL AN", "C0", "-"),
+                        ("an_vs_on", "cpl_on", "CPL ON", "C0", "--"),
+                        ("an_vs_on", "spl_an", "SPL AN", "C1", "-"),
+                        ("an_vs_on", "spl_on", "SPL ON", "C1", "--")], ["AN vs ON"]  # fmt: skip
+    else:  # the AN is the ON: its CPL against its SPL (the premise of GC)
+        pairs, title = [("cpl", "miou", "CPL", "C0", "-"), ("spl", "miou", "SPL", "C1", "-")], [
+            "CPL vs SPL"]  # fmt: skip
+    if logged("low_perplexity"):
+        pairs += [("low_perplexity", "miou_m", "M, P† ≤ ε", "C2", "-"),
+                  ("low_perplexity", "miou_m_dagger", "M†, P† ≤ ε", "C2", "--")]  # fmt: skip
+        title.append("M vs M†")
     for key, sub, label, color, ls in pairs:
         values = series(key, sub)
         if not all(math.isnan(v) for v in values):
             ax[2].plot(steps, values, ls, marker="o", ms=3, color=color, label=label)
-    ax[2].set(xlabel="step", ylabel="mIoU", title="(c) AN vs ON; M vs M†")
+    ax[2].set(xlabel="step", ylabel="mIoU", title="(c) " + "; ".join(title))
     if ax[2].lines:
         ax[2].legend(fontsize=7)
 
