@@ -77,13 +77,14 @@ def plot_pseudo_label_diagnostics(history: Sequence[dict], path: str | os.PathLi
         return any(key in h["diagnostics"] for h in history)
 
     if logged("an_vs_on"):
-        pairs, title = [("an_vs_on", "cpl_an", "CPL AN", "C0", "-"),
-                        ("an_vs_on", "cpl_on", "CPL ON", "C0", "--"),
-                        ("an_vs_on", "spl_an", "SPL AN", "C1", "-"),
-                        ("an_vs_on", "spl_on", "SPL ON", "C1", "--")], ["AN vs ON"]  # fmt: skip
+        title = ["AN vs ON"]
+        pairs = [("an_vs_on", "cpl_an", "CPL AN", "C0", "-"),
+                 ("an_vs_on", "cpl_on", "CPL ON", "C0", "--"),
+                 ("an_vs_on", "spl_an", "SPL AN", "C1", "-"),
+                 ("an_vs_on", "spl_on", "SPL ON", "C1", "--")]  # fmt: skip
     else:  # the AN is the ON: its CPL against its SPL (the premise of GC)
-        pairs, title = [("cpl", "miou", "CPL", "C0", "-"), ("spl", "miou", "SPL", "C1", "-")], [
-            "CPL vs SPL"]  # fmt: skip
+        title = ["CPL vs SPL"]
+        pairs = [("cpl", "miou", "CPL", "C0", "-"), ("spl", "miou", "SPL", "C1", "-")]
     if logged("low_perplexity"):
         pairs += [("low_perplexity", "miou_m", "M, P† ≤ ε", "C2", "-"),
                   ("low_perplexity", "miou_m_dagger", "M†, P† ≤ ε", "C2", "--")]  # fmt: skip
