@@ -7,13 +7,16 @@ PY := $(VENV)/bin/python
 FORCE_CUDA ?= $(if $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null),1,0)
 export FORCE_CUDA
 
-.PHONY: install cosa cosa-no-ema paper baseline supervised auxsegnet test docs dist-check bench lint gpu-check
+.PHONY: install cosa cosa-ema cosa-no-ema paper baseline supervised auxsegnet test docs dist-check bench lint gpu-check
 
 install:
 	bash scripts/install.sh
 
 cosa: install
 	$(PY) examples/cosa/train.py --config examples/cosa/configs/default.yaml
+
+cosa-ema: install
+	$(PY) examples/cosa/train.py --config examples/cosa/configs/cosa_ema.yaml
 
 cosa-no-ema: install
 	$(PY) examples/cosa/train.py --config examples/cosa/configs/no_ema.yaml

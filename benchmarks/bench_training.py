@@ -44,6 +44,7 @@ def test_weak_strong_views(benchmark, batch):
 STEP_CASES = {
     "baseline": ("baseline.yaml", []),
     "cosa": ("default.yaml", []),
+    "cosa-ema": ("cosa_ema.yaml", []),  # with the EMA teacher, L_cls-dagger, M-dagger
     "cosa+energy": ("default.yaml", ["loss.energy=0.05"]),
     "cosa+spl-3x2": ("default.yaml", ["loss.spl_scales=[1.0,0.5,1.5]", "loss.spl_flip=true"]),
     "cosa-single-scale": ("default.yaml", ["model.cam_scales=[1.0]", "model.cam_flip=false"]),
@@ -70,7 +71,7 @@ def test_training_step(benchmark, batch, case):
     views = WeakStrongViews(96, scale=(0.75, 1.5))
     bs = cfg["train"]["batch_size"]
     images, masks, labels = (t[:bs] for t in batch)
-    step = cfg["train"]["warmup_iterations"]  # the first step with every loss on
+    step = trainer.s2c_start(cfg)  # the first step with every loss on (L_s2c starts last)
 
     def one_step():
         xw, xs, _, valid = views(images, masks)

@@ -29,10 +29,11 @@ CORE = ["loss.s2c=0", "loss.cls_early=0", "loss.c2s_early=0", "loss.csc=0"]
 # M† one stage deeper: EfficientNet-Lite0 blocks[3] (80 ch) instead of stage 2 (40 ch);
 # the last layer is unchanged (blocks[4], block-level index 5).
 DEEP_DAGGER = ["model.extra_blocks=true", "model.last_index=5", "model.early_index=4"]
-# name -> (description, config file in configs/, overrides)
+# name -> (description, config file in configs/, overrides). "default" is cosa_ema.yaml,
+# the MF-Seg default when this ablation was measured (docs/results.md).
 VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "paper": ("every term of Eq. 11", "paper.yaml", []),
-    "default": ("paper without L_c2s†, CSC and DT (fixed ξ)", "default.yaml", []),
+    "default": ("paper without L_c2s†, CSC and DT (fixed ξ)", "cosa_ema.yaml", []),
     "core": ("SA + RAW + DT, L_cls and L_c2s only", "paper.yaml", CORE),
     "core-SA": ("core without SA (the ON labels itself)", "paper.yaml",
                 [*CORE, "train.use_teacher=false"]),
@@ -46,15 +47,15 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "core+cls†+CSC": ("core + L_cls† + L_csc", "paper.yaml",
                       [*CORE, "loss.cls_early=1", "loss.csc=0.1"]),
     "paper@blocks3": ("every term of Eq. 11, M† on blocks[3]", "paper.yaml", DEEP_DAGGER),
-    "default+CSC@blocks3": ("default + L_csc, M† on blocks[3]", "default.yaml",
+    "default+CSC@blocks3": ("default + L_csc, M† on blocks[3]", "cosa_ema.yaml",
                          [*DEEP_DAGGER, "loss.csc=0.1"]),
     # One part at a time off the default (multi-scale CPLs, fixed ξ): what its lead over
     # the baseline (default minus SA, RAW, GC and L_cls†) is made of.
-    "default-SA": ("default without SA (the ON labels itself)", "default.yaml",
+    "default-SA": ("default without SA (the ON labels itself)", "cosa_ema.yaml",
                    ["train.use_teacher=false"]),
-    "default-RAW": ("default without RAW (plain CE)", "default.yaml", ["loss.raw=false"]),
-    "default-GC": ("default without L_s2c", "default.yaml", ["loss.s2c=0"]),
-    "default-cls†": ("default without L_cls† (M† untrained)", "default.yaml",
+    "default-RAW": ("default without RAW (plain CE)", "cosa_ema.yaml", ["loss.raw=false"]),
+    "default-GC": ("default without L_s2c", "cosa_ema.yaml", ["loss.s2c=0"]),
+    "default-cls†": ("default without L_cls† (M† untrained)", "cosa_ema.yaml",
                      ["loss.cls_early=0"]),
     "baseline": ("no SA, RAW, DT, GC, M†, CSC", "baseline.yaml", []),
 }  # fmt: skip

@@ -1,5 +1,6 @@
 """The CoSA trainer's pseudo-label diagnostics at each evaluation, and diagnose.py on a
-checkpoint (tiny MF-Seg run with M-dagger, CSC and the threshold search)."""
+checkpoint (tiny MF-Seg run of CoSA with its EMA teacher, M-dagger, CSC and the threshold
+search)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as m:
         m.setenv("WSSS_BLOCKS_CACHE", str(tmp / "cache"))
         sets = [*TINY, *EXTRA, f"output_dir={tmp / 'run'}"]
-        train.train(train.load_config(CONFIGS / "default.yaml", sets))
+        train.train(train.load_config(CONFIGS / "cosa_ema.yaml", sets))
         yield tmp / "run"
 
 

@@ -23,7 +23,7 @@ from examples.cosa import evaluate
 ROOT = Path(__file__).resolve().parents[2]
 DDP = [
     *TINY, "train.iterations=20", "eval.interval=10", "train.checkpoint_interval=5",
-    "train.warmup_iterations=4", "eval.batch_size=1", "threads=2",
+    "train.warmup_iterations=4", "loss.s2c_start=6", "eval.batch_size=1", "threads=2",
     "threshold.dynamic=true", "loss.c2s_early=0.05", "loss.csc=0.1",
 ]  # fmt: skip
 
@@ -32,7 +32,7 @@ def _command(out: Path, extra=(), nproc: int = 2, resume: bool = False) -> list[
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]  # fmt: skip
     config = ["--config", str(out / "config.yaml"), "--resume"] if resume else [
-        "--config", str(ROOT / "examples/cosa/configs/default.yaml"),
+        "--config", str(ROOT / "examples/cosa/configs/cosa_ema.yaml"),  # with the EMA teacher
         *(a for s in [*DDP, f"output_dir={out}"] for a in ("--set", s))]  # fmt: skip
     return [*launcher, str(ROOT / "examples/cosa/train.py"), *config, *extra]
 

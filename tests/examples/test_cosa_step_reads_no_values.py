@@ -36,6 +36,7 @@ VIT = [
 ]  # fmt: skip
 CASES = {
     "default": ("default.yaml", CNN),
+    "cosa_ema": ("cosa_ema.yaml", CNN),
     "baseline": ("baseline.yaml", CNN),
     "default, paper search": ("default.yaml", [*CNN, "threshold.dynamic=true",
                                                "threshold.policy=paper"]),
@@ -50,8 +51,8 @@ def _one_meta_step(config: str, overrides: list[str]) -> tuple[dict, dict]:
     cfg = train.load_config(CONFIGS / config, [*overrides, "train.device=cpu"])
     num_classes, size = 10, cfg["data"]["crop_size"]
     model = train.build_model(cfg, num_classes).to(META)
-    teacher = EMATeacher(model, cfg["train"]["ema_momentum"])
     t = cfg["train"]
+    teacher = EMATeacher(model, t["ema_momentum"]) if t["use_teacher"] else None
     optimizer = build_adamw(model, t["lr"], t["head_lr_mult"], t["weight_decay"])
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     weights = {k: float(v) for k, v in cfg["loss"].items() if k in train.LOSS_WEIGHTS}
@@ -60,7 +61,7 @@ def _one_meta_step(config: str, overrides: list[str]) -> tuple[dict, dict]:
     images = torch.rand(2, 3, size, size, device=META)
     masks = torch.zeros(2, size, size, dtype=torch.long, device=META)
     labels = torch.zeros(2, num_classes, device=META)
-    step = t["warmup_iterations"]  # the first step with every term on
+    step = max(t["warmup_iterations"], train.s2c_start(cfg))  # every term on from here
     thresholds = train.Thresholds(cfg)
     with data_checks_for(torch.device("cuda")):  # as the trainer runs on a GPU
         xw, xs, _, valid = views(images, masks)

@@ -182,7 +182,7 @@ def test_l_s2c_starts_at_loss_s2c_start():
     """``loss.s2c_start`` delays L_s2c past the warm-up; the other terms start as before."""
     T = _trainer()
     cfg = T.load_config(
-        ROOT / "examples/cosa/configs/default.yaml",
+        ROOT / "examples/cosa/configs/cosa_ema.yaml",
         ["model.cam_scales=[1.0]", "model.cam_flip=false", "model.weights=null",
          "model.decoder_width=8", "train.amp=fp32", "train.warmup_iterations=300",
          "loss.s2c_start=600"],
