@@ -209,3 +209,42 @@ def test_an_impossible_s2c_start_is_rejected(start):
     cfg["loss"]["s2c_start"] = start
     with pytest.raises(T.ConfigError, match="loss.s2c_start"):
         T.check_config(cfg)
+
+
+def test_without_a_teacher_the_on_labels_itself_on_the_weak_view():
+    """default.yaml (``train.use_teacher: false``): the ON is its own AN. It trains on the
+    strong view; its no-grad pass on the weak view gives the CPL of L_c2s and the SPL
+    of L_s2c."""
+    T = _trainer()
+    cfg = T.load_config(
+        ROOT / "examples/cosa/configs/default.yaml",
+        ["model.cam_scales=[1.0]", "model.cam_flip=false", "model.weights=null",
+         "model.decoder_width=8", "train.amp=fp32"],
+    )  # fmt: skip
+    assert not cfg["train"]["use_teacher"] and cfg["loss"]["cls_early"] == 0
+    torch.manual_seed(0)
+    model = T.build_model(cfg, num_classes=3)
+    x_weak, x_strong = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    valid = torch.ones(2, 32, 32, dtype=torch.bool)
+    labels = torch.tensor([[1, 0, 1], [0, 1, 0]])
+    seen = []
+    model.register_forward_hook(lambda m, a, o: seen.append((a[0], o)))
+    l2c = Spy(T.raw_cam2seg_loss)
+    s2c = Spy(T.seg2cam_loss)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(T, "raw_cam2seg_loss", l2c)
+        mp.setattr(T, "seg2cam_loss", s2c)
+        losses = T.cosa_losses(model, None, (x_weak, x_strong, valid), labels,
+                               T.s2c_start(cfg), T.Thresholds(cfg), cfg)  # fmt: skip
+    assert sorted(losses) == ["c2s", "cls", "s2c"]
+    (on_in, on_out), (an_in, an_out) = seen
+    assert torch.equal(on_in, x_strong) and torch.equal(an_in, x_weak)
+    assert on_out.cam.requires_grad and not an_out.cam.requires_grad
+    xi = cfg["threshold"]["fixed"]
+    cam = normalize_cam(F.interpolate(an_out.cam.float(), (32, 32), mode="bilinear"), labels)
+    (_, got_cpl, _, _), _ = l2c.calls[0]
+    assert torch.equal(got_cpl, cam_to_cpl(cam, labels, xi))
+    (_, spl, _), _ = s2c.calls[0]
+    grid = on_out.cam.shape[-2:]
+    torch.testing.assert_close(spl, seg_to_spl(an_out.seg.float(), labels,
+                                                cfg["loss"]["seg_tau"], grid))  # fmt: skip
