@@ -169,3 +169,17 @@ def test_bad_data_is_named_before_training(voc_tree, tmp_path):
         load_config(f"{ROOT_CONFIGS}/voc_vit_b16.yaml", ["train.iterations=abc"])
     with pytest.raises(ConfigError, match="data.nme"):
         load_config(f"{ROOT_CONFIGS}/voc_vit_b16.yaml", ["data.nme=voc"])
+
+
+def test_mfseg_texture_contrast_reaches_both_splits(tmp_path, monkeypatch):
+    monkeypatch.setenv("WSSS_BLOCKS_CACHE", str(tmp_path))
+    cfg = load_config(f"{ROOT_CONFIGS}/default.yaml", ["data.num_train=4", "data.num_val=4"])
+    assert build_data(cfg).train.params["texture_contrast"] == 1.0  # the default
+    cfg["data"]["texture_contrast"] = 0.5
+    data = build_data(cfg)
+    assert data.train.params["texture_contrast"] == data.val.params["texture_contrast"] == 0.5
+    photo = build_data({**cfg, "data": {**cfg["data"], "texture_contrast": 1.0}})
+    assert not torch.equal(data.train[0]["image"], photo.train[0]["image"])
+    cfg["data"]["texture_contrast"] = 1.5
+    with pytest.raises(ValueError, match="texture_contrast"):
+        build_data(cfg)

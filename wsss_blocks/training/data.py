@@ -79,17 +79,19 @@ def build_data(cfg: dict) -> RunData:
     """The data sets the config's ``data`` section describes.
 
     ``data.name`` is one of :data:`DATA_NAMES`. MF-Seg uses its generator keys
-    (``num_train``, ``image_size``, ...); the others ``data.root`` and the split names
-    ``train_split`` / ``cpl_split`` / ``val_split`` (VOC: train_aug / train / val;
-    COCO: train / train / val). Disk splits are checked before training: every image
-    has its mask of the same size, and the image-level labels are read: the release's
-    ``cls_labels.npy`` / ``cls_labels_onehot.npy`` when present, else derived from the
-    masks and cached beside them (``cls_labels_<split>.npy``); deriving them decodes
+    (``num_train``, ``image_size``, ..., ``texture_contrast``, 1.0 where absent); the
+    others ``data.root`` and the split names ``train_split`` / ``cpl_split`` /
+    ``val_split`` (VOC: train_aug / train / val; COCO: train / train / val). Disk
+    splits are checked before training: every image has its mask of the same size, and
+    the image-level labels are read: the release's ``cls_labels.npy`` /
+    ``cls_labels_onehot.npy`` when present, else derived from the masks and cached
+    beside them (``cls_labels_<split>.npy``); deriving them decodes
     every mask and checks its values, so the first run on a tree checks them all.
 
     Raises:
-        ValueError: unknown ``data.name``, a missing key, or bad mask values (naming
-            the file).
+        ValueError: unknown ``data.name``, a missing key, an MF-Seg generator value out
+            of range (naming it, e.g. ``texture_contrast`` outside [0, 1]), or bad mask
+            values (naming the file).
         FileNotFoundError: a missing root, split list, image or mask (naming it).
     """
     d = cfg["data"]
@@ -100,6 +102,7 @@ def build_data(cfg: dict) -> RunData:
             num_train=d["num_train"], num_val=d["num_val"], image_size=d["image_size"],
             max_objects=d["max_objects"], scale_range=tuple(d["scale_range"]),
             cooccurrence=d["cooccurrence"], seed=cfg["seed"],
+            texture_contrast=d.get("texture_contrast", 1.0),  # absent: configs before the key
         )  # fmt: skip
         train, val = MFSeg("train", **common), MFSeg("val", **common)
         return RunData("mfseg", train, train, val, train.num_classes, train.class_names)
