@@ -56,6 +56,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "normalize_cam",
         "opencv_saliency",
         "perplexity",
+        "pixel_adaptive_refinement",
         "pool_cam",
         "pooled_logits",
         "propagate",

@@ -38,6 +38,7 @@ from .pseudo_labels import (
     raw_weights,
     seg_to_spl,
 )
+from .refine import pixel_adaptive_refinement
 from .saliency import SALIENCY_METHODS, border_prior_saliency, estimate_saliency, opencv_saliency
 from .teacher import EMATeacher
 from .threshold import GMMThresholdSearcher, unit_histogram
@@ -56,6 +57,7 @@ __all__ = [
     "pooled_logits",
     "multiscale_cam",
     "multiscale_seg",
+    "pixel_adaptive_refinement",
     "classification_loss",
     "raw_cam2seg_loss",
     "seg2cam_loss",

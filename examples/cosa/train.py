@@ -56,6 +56,7 @@ from wsss_blocks import (  # noqa: E402
 )
 from wsss_blocks.data import WeakStrongViews
 from wsss_blocks.models import load_weights_by_position, packaged_weights_path
+from wsss_blocks.refine import pixel_adaptive_refinement
 from wsss_blocks.training import (
     ConfigError,
     DistInfo,
@@ -252,7 +253,9 @@ def an_pass(net, images, labels, cfg, early: bool = False):
         if scales == (1.0,) and not flip:
             out = net(images)
             cam_d = an_cam(out.early_cam, labels, size) if early else None
-            return an_cam(out.cam, labels, size), cam_d, out.seg
+            cam = an_cam(out.cam, labels, size)
+            cam_d = refine_cam(images, cam_d, labels, cfg)
+            return refine_cam(images, cam, labels, cfg), cam_d, out.seg
         seg = []
 
         def cams(x):  # M and M† side by side (M† brought to M's grid: equal grids here)
@@ -267,7 +270,29 @@ def an_pass(net, images, labels, cfg, early: bool = False):
         if not seg:  # no scale 1.0 among cam_scales
             seg.append(net(images).seg)
     cam_d = normalize_cam(cam[:, c:], labels) if early else None
-    return normalize_cam(cam[:, :c], labels), cam_d, seg[0]
+    cam = normalize_cam(cam[:, :c], labels)
+    cam_d = refine_cam(images, cam_d, labels, cfg)
+    return refine_cam(images, cam, labels, cfg), cam_d, seg[0]
+
+
+@torch.no_grad()
+def refine_cam(images, cam, labels, cfg):
+    """``model.cam_refine: par``: the normalised CAM (B, C, H, W) refined by PAR (AFA;
+    an option of the official release, off there) on the images and CAM resized to
+    ``model.par_scale`` of their size, then resized back; else (or for None) ``cam``.
+    Only present classes are propagated (absent ones are 0 in a normalised CAM)."""
+    m = cfg["model"]
+    if cam is None or m.get("cam_refine") is None:
+        return cam
+    size = cam.shape[-2:]
+    small = [max(1, round(v * m["par_scale"])) for v in size]
+    present = int(labels.sum(1).max())
+    order = labels.argsort(1, descending=True)[:, :present, None, None].expand(-1, -1, *small)
+    compact = upsample(cam, small).gather(1, order)  # (B, present, h, w)
+    refined = pixel_adaptive_refinement(upsample(images.float(), small), compact,
+                                        m["par_dilations"], m["par_iterations"])  # fmt: skip
+    out = torch.zeros(cam.shape[0], cam.shape[1], *small, dtype=cam.dtype, device=cam.device)
+    return upsample(out.scatter(1, order, refined), size)
 
 
 def dual_bounds(name: str, thresholds: Thresholds, cfg: dict):
@@ -599,6 +624,7 @@ CONFIG_RULES = {
     "train.max_nonfinite_steps": integer(1), "eval.interval": integer(1),
     "eval.batch_size": integer(1), "eval.num_overlays": integer(0), "data.crop_size": integer(1),
     "data.cpl_eval_images": integer(1), "threshold.fixed": number(0, 1, True, True),
+    "model.par_iterations": integer(0), "model.par_scale": number(0, 1, True),
     **{f"loss.{k}": number(0) for k in LOSS_WEIGHTS},
 }  # fmt: skip
 
@@ -623,6 +649,9 @@ def check_config(cfg: dict) -> None:
         raise ConfigError("loss.s2c_start must be null or an integer from "
                           f"train.warmup_iterations ({t['warmup_iterations']}) to "
                           f"train.iterations ({t['iterations']}), got {start!r}")  # fmt: skip
+    refine = cfg["model"].get("cam_refine")
+    if refine not in (None, "par"):
+        raise ConfigError(f"model.cam_refine must be null or par, got {refine!r}")
     if cfg["threshold"]["dynamic"] and cfg["threshold"].get("dual"):
         raise ConfigError("threshold.dual sets fixed bounds; it cannot be used with "
                           "threshold.dynamic: true")  # fmt: skip
