@@ -243,7 +243,8 @@ def an_pass(net, images, labels, cfg, early: bool = False):
 
     With ``model.cam_scales``/``cam_flip`` the CAMs come from one multi-scale + flip pass
     (official release; M† there keeps only its last scale, a bug we do not copy) and S'
-    from that pass's unflipped images at scale 1.0, so no forward runs twice."""
+    from that pass's unflipped images at scale 1.0, so no forward runs twice. With
+    ``model.cam_refine: par`` the normalised CAMs are refined by PAR (:func:`refine_cam`)."""
     size = images.shape[-2:]
     # A config without these keys (a checkpoint's) means one scale, no flip.
     scales = tuple(cfg["model"].get("cam_scales", [1.0]))
@@ -280,19 +281,25 @@ def refine_cam(images, cam, labels, cfg):
     """``model.cam_refine: par``: the normalised CAM (B, C, H, W) refined by PAR (AFA;
     an option of the official release, off there) on the images and CAM resized to
     ``model.par_scale`` of their size, then resized back; else (or for None) ``cam``.
-    Only present classes are propagated (absent ones are 0 in a normalised CAM)."""
+    On the CPU only present classes are propagated (absent ones are 0 in a normalised
+    CAM; counting them reads the labels, free there); elsewhere all C maps, so that no
+    step waits for the device."""
     m = cfg["model"]
     if cam is None or m.get("cam_refine") is None:
         return cam
     size = cam.shape[-2:]
     small = [max(1, round(v * m["par_scale"])) for v in size]
+    images, cam_small = upsample(images.float(), small), upsample(cam, small)
+
+    def par(maps):
+        return pixel_adaptive_refinement(images, maps, m["par_dilations"], m["par_iterations"])
+
+    if cam.device.type != "cpu":
+        return upsample(par(cam_small), size)
     present = int(labels.sum(1).max())
     order = labels.argsort(1, descending=True)[:, :present, None, None].expand(-1, -1, *small)
-    compact = upsample(cam, small).gather(1, order)  # (B, present, h, w)
-    refined = pixel_adaptive_refinement(upsample(images.float(), small), compact,
-                                        m["par_dilations"], m["par_iterations"])  # fmt: skip
-    out = torch.zeros(cam.shape[0], cam.shape[1], *small, dtype=cam.dtype, device=cam.device)
-    return upsample(out.scatter(1, order, refined), size)
+    refined = par(cam_small.gather(1, order))  # (B, present, h, w)
+    return upsample(torch.zeros_like(cam_small).scatter(1, order, refined), size)
 
 
 def dual_bounds(name: str, thresholds: Thresholds, cfg: dict):

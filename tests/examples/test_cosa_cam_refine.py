@@ -44,7 +44,7 @@ def test_refine_cam_is_par_at_par_scale_on_every_channel():
     torch.testing.assert_close(ours, whole)
     assert torch.equal(ours * (1 - labels[:, :, None, None]), torch.zeros_like(ours))
     assert not torch.equal(ours, cam)
-    off = _cfg()
+    off = _cfg("model.cam_refine=null")
     assert T.refine_cam(images, cam, labels, off) is cam
     assert T.refine_cam(images, None, labels, cfg) is None
 

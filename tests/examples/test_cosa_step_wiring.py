@@ -242,6 +242,7 @@ def test_without_a_teacher_the_on_labels_itself_on_the_weak_view():
     assert on_out.cam.requires_grad and not an_out.cam.requires_grad
     xi = cfg["threshold"]["fixed"]
     cam = normalize_cam(F.interpolate(an_out.cam.float(), (32, 32), mode="bilinear"), labels)
+    cam = T.refine_cam(x_weak, cam, labels, cfg)  # default.yaml: model.cam_refine par
     (_, got_cpl, _, _), _ = l2c.calls[0]
     assert torch.equal(got_cpl, cam_to_cpl(cam, labels, xi))
     (_, spl, _), _ = s2c.calls[0]
