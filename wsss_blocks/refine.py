@@ -22,7 +22,7 @@ CAMs, unchanged (``tests/blocks/test_refine.py`` pins both).
 
 Reference:
     Ru et al., "Learning Affinity from Attention: End-to-End Weakly-Supervised Semantic
-    Segmentation with Transformers" (AFA), CVPR 2022, Sec. 3.4 (PAR); also used by ToCo
+    Segmentation with Transformers" (AFA), CVPR 2022, its PAR module; also used by ToCo
     (CVPR 2023) and offered by the official CoSA release (``usepar``, off in its
     configs), with dilations 1, 2, 4, 8, 12, 24, 10 iterations, w_rgb 0.3, w_pos 0.01,
     on images at half size.
@@ -41,7 +41,7 @@ from ._checks import check_finite, check_float, check_int, check_ndim, check_pos
 __all__ = ["PAR_DILATIONS", "par_offsets", "pixel_adaptive_refinement"]
 
 PAR_DILATIONS = (1, 2, 4, 8, 12, 24)
-"""The dilations of AFA, ToCo and the CoSA release."""
+"""The dilations of the official CoSA release's PAR (models/PAR.py)."""
 
 
 def par_offsets(dilations: Sequence[int]) -> list[tuple[int, int]]:
@@ -102,10 +102,10 @@ def pixel_adaptive_refinement(
         images: (B, 3, H, W) float, any colour scale; the image the maps belong to,
             at the maps' size (the release halves the image and resizes the CAM to it).
         maps: (B, K, H, W) float32/float64, finite, e.g. a normalised CAM in [0, 1].
-        dilations: ring dilations in px, each an int ≥ 1 (default: AFA's).
+        dilations: ring dilations in px, each an int ≥ 1 (default: the CoSA release's).
         iterations: propagation steps, int ≥ 0 (0 returns ``maps`` unchanged).
-        w_rgb: temperature of the colour and position kernels, > 0 (AFA: 0.3).
-        w_pos: weight of the position kernel, ≥ 0 (AFA: 0.01).
+        w_rgb: temperature of the colour and position kernels, > 0 (the release: 0.3).
+        w_pos: weight of the position kernel, ≥ 0 (the release: 0.01).
     Returns:
         (B, K, H, W) refined maps, dtype of ``maps``, within the input's value range.
     Raises:
@@ -114,7 +114,7 @@ def pixel_adaptive_refinement(
             or inf, or a hyper-parameter is out of its range.
 
     Reference:
-        Ru et al., AFA, CVPR 2022, Sec. 3.4; the CoSA release's ``models/PAR.py``.
+        Ru et al., AFA, CVPR 2022 (PAR); the CoSA release's ``models/PAR.py``.
 
     Example:
         >>> img = torch.zeros(1, 3, 8, 8); img[..., 4:] = 1.0  # two colour halves

@@ -1,4 +1,4 @@
-"""Pixel-adaptive refinement (PAR, AFA Sec. 3.4) against a per-pixel loop written from
+"""Pixel-adaptive refinement (PAR, AFA) against a per-pixel loop written from
 the equations, and its properties: range, constants, colour edges, scale of the image."""
 
 from __future__ import annotations
