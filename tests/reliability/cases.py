@@ -130,6 +130,7 @@ SPECS: list[Spec] = [
     Spec("border_prior_saliency", lambda: (W.border_prior_saliency, {"images": _rand(B, 3, 16, 16), "border": 2}), "images"),
     Spec("nonlocal_affinity", lambda: (W.nonlocal_affinity, {"theta": _rand(B, 4, H, H), "phi": _rand(B, 4, H, H)}), "theta", "phi"),
     Spec("propagate", lambda: (W.propagate, {"affinity": torch.softmax(_rand(B, H * H, H * H), -1), "maps": _rand(B, C, H, H)}), "maps", "affinity"),
+    Spec("pixel_adaptive_refinement", lambda: (W.pixel_adaptive_refinement, {"images": _rand(B, 3, H, H), "maps": _rand(B, C, H, H), "dilations": (1, 2)}), "maps", "images"),
     Spec("fuse_affinities", lambda: (W.fuse_affinities, {"affinities": [torch.softmax(_rand(B, 16, 16), -1)] * 2, "weights": torch.tensor([0.5, 0.5])}), "affinities"),
     Spec("NonLocalAffinity", lambda: (_module(W.NonLocalAffinity, 4, 2), {"features": _rand(B, 4, H, H)}), "features"),
     Spec("CrossTaskAffinityFusion", _fusion, "affinities"),
