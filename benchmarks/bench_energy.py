@@ -34,12 +34,7 @@ CASES = {  # name: (B, K, H = W, LargeFOV (in, width, dilation), feature grid)
 RESULTS: dict = {}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # benchmarks/conftest.py
 
 
 def _inputs(b, k, size, seed=0):

@@ -31,12 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS: dict = {}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # benchmarks/conftest.py
 
 
 @pytest.fixture(scope="module")

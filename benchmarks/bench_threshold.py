@@ -38,12 +38,7 @@ def _cam_batch(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return torch.where(pick, bg, fg).reshape(shape)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # benchmarks/conftest.py
 
 
 def _filled(shape, queue_size: int, **kw) -> tuple[GMMThresholdSearcher, list[torch.Tensor]]:
