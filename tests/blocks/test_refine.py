@@ -163,3 +163,15 @@ def test_stays_within_the_input_range(seed, h, w, k, iterations):
 def test_bad_input_is_rejected_by_name(images, maps, kwargs, message):
     with pytest.raises(ValueError, match=message):
         pixel_adaptive_refinement(images, maps, **kwargs)
+
+
+def test_the_defaults_are_the_release_settings():
+    """The CoSA release's models/PAR.py: PAR(num_iter=10, dilations=[1, 2, 4, 8, 12, 24]),
+    w1 = 0.3, w2 = 0.01."""
+    import inspect
+
+    defaults = {k: p.default for k, p in
+                inspect.signature(pixel_adaptive_refinement).parameters.items()}  # fmt: skip
+    assert defaults["dilations"] == (1, 2, 4, 8, 12, 24)
+    assert defaults["iterations"] == 10
+    assert defaults["w_rgb"] == 0.3 and defaults["w_pos"] == 0.01
