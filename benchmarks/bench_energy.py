@@ -50,12 +50,6 @@ def _inputs(b, k, size, seed=0):
     return logits, images, valid, gate
 
 
-def _record(benchmark, key):
-    stats = getattr(benchmark, "stats", None)
-    if stats is not None:  # None under --benchmark-disable
-        RESULTS[key] = stats.stats.min
-
-
 def _energy_step(logits, images, valid, gate):
     leaf = logits.clone().requires_grad_()
     loss = dense_energy_loss(leaf.softmax(1), images, valid, gate, SIGMA_RGB, SIGMA_XY, RADIUS)
@@ -94,29 +88,29 @@ def _largefov_step(net, feats):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_energy_forward_backward(benchmark, case):
+def test_energy_forward_backward(benchmark, record_fastest, case):
     b, k, size, _, _ = CASES[case]
     args = _inputs(b, k, size)
     loss = benchmark.pedantic(_energy_step, args=args, rounds=5, warmup_rounds=1)
     assert math.isfinite(float(loss.detach())) and float(loss.detach()) > 0
-    _record(benchmark, ("energy", case))
+    record_fastest(RESULTS, ("energy", case))
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_largefov_forward_backward(benchmark, case):
+def test_largefov_forward_backward(benchmark, record_fastest, case):
     b, k, _, (d, width, dilation), grid = CASES[case]
     torch.manual_seed(0)
     net = LargeFOV(d, k, width, dilation)
     feats = torch.randn(b, d, grid, grid)
     benchmark.pedantic(_largefov_step, args=(net, feats), rounds=5, warmup_rounds=1)
-    _record(benchmark, ("largefov", case))
+    record_fastest(RESULTS, ("largefov", case))
 
 
-def test_dense_forward_backward_mfseg(benchmark):
+def test_dense_forward_backward_mfseg(benchmark, record_fastest):
     b, k, size, _, _ = CASES["mfseg-16x11x48"]
     args = _inputs(b, k, size)
     benchmark.pedantic(_dense_step, args=args, rounds=2, warmup_rounds=1)
-    _record(benchmark, ("dense", "mfseg-16x11x48"))
+    record_fastest(RESULTS, ("dense", "mfseg-16x11x48"))
 
 
 def test_kernel_mass_share():

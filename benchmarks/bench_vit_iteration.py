@@ -33,11 +33,7 @@ def setup():
     return cfg, model, teacher, x, labels, (cam, cam_d, seg_an, out)
 
 
-def _record(benchmark, name):
-    TIMES[name] = benchmark.stats.stats.min
-
-
-def test_on_forward_backward(benchmark, setup):
+def test_on_forward_backward(benchmark, record_fastest, setup):
     cfg, model, _, x, _, _ = setup
 
     def run():
@@ -46,20 +42,20 @@ def test_on_forward_backward(benchmark, setup):
         (out.logits.float().sum() + out.seg.float().mean() + out.cam.float().mean()).backward()
 
     benchmark.pedantic(run, rounds=3, warmup_rounds=1)
-    _record(benchmark, "ON forward + backward")
+    record_fastest(TIMES, "ON forward + backward")
 
 
 @pytest.mark.parametrize("scales", ["single", "multi"])
-def test_an_forward(benchmark, setup, scales):
+def test_an_forward(benchmark, record_fastest, setup, scales):
     cfg, _, teacher, x, labels, _ = setup
     if scales == "single":
         cfg = {**cfg, "model": {**cfg["model"], "cam_scales": [1.0], "cam_flip": False}}
     benchmark.pedantic(lambda: train.an_pass(teacher.module, x, labels, cfg, early=True),
                        rounds=3, warmup_rounds=1)  # fmt: skip
-    _record(benchmark, f"AN forward, {scales}-scale")
+    record_fastest(TIMES, f"AN forward, {scales}-scale")
 
 
-def test_blocks(benchmark, setup):
+def test_blocks(benchmark, record_fastest, setup):
     cfg, _, _, x, labels, (cam, cam_d, seg_an, out) = setup
     thresholds = train.Thresholds(cfg)
     grid = out.cam.shape[-2:]
@@ -79,7 +75,7 @@ def test_blocks(benchmark, setup):
         train.csc_term(out.cam.float(), cam_d_grid, labels, xi_d, anchors_valid, cfg)
 
     benchmark.pedantic(run, rounds=5, warmup_rounds=1)
-    _record(benchmark, "blocks (CPL, RAW, SPL, CSC, threshold search)")
+    record_fastest(TIMES, "blocks (CPL, RAW, SPL, CSC, threshold search)")
 
 
 @pytest.fixture(scope="module", autouse=True)

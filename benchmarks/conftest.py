@@ -13,3 +13,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def record_fastest(benchmark):
+    """A function ``record(results, key)`` storing the fastest round (s) under ``key``.
+
+    Nothing is stored under ``--benchmark-disable``, where the benchmark has no stats.
+    """
+
+    def record(results: dict, key) -> None:
+        stats = getattr(benchmark, "stats", None)
+        if stats is not None:
+            results[key] = stats.stats.min
+
+    return record
