@@ -1,11 +1,15 @@
 """Compare the threshold policies and fixed thresholds on a checkpoint's max-CAM values.
 
     python examples/cosa/threshold_check.py runs/cosa_default/checkpoint.pt [--images 640]
+        [--cam-refine none|par]
 
 Prints the distribution of ν = max_c M' (the AN's normalised CAM over present classes,
 at image resolution, multi-scale where the config says so) on the first train images,
 the ξ each GMMThresholdSearcher policy picks from them, and the CPL mIoU of fixed
-thresholds, so the policy choice can be checked on your own data.
+thresholds, so the policy choice can be checked on your own data. ``--cam-refine``
+overrides the checkpoint's ``model.cam_refine``: ``par`` refines the CAM by PAR (with the
+checkpoint's ``par_*`` settings, else those of ``default.yaml``), ``none`` does not, so one
+checkpoint shows what PAR does to its CPLs.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 if not __package__:  # run as a file: the repository root makes `examples` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -22,18 +27,30 @@ from examples.cosa import train as T  # noqa: E402
 from wsss_blocks import GMMThresholdSearcher, cam_to_cpl  # noqa: E402
 from wsss_blocks.training import build_data, eval_batches  # noqa: E402
 
-FIXED_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+FIXED_THRESHOLDS = (0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7)
+
+
+def with_cam_refine(model_cfg: dict, refine: str) -> dict:
+    """``model_cfg`` with ``cam_refine`` set to ``refine`` ("none" or "par"); PAR settings
+    the checkpoint lacks (runs before PAR) come from ``default.yaml``."""
+    defaults = yaml.safe_load(T.DEFAULT_CONFIG.read_text())["model"]
+    par_keys = {k: v for k, v in defaults.items() if k.startswith("par_")}
+    return {**par_keys, **model_cfg, "cam_refine": None if refine == "none" else refine}
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint")
     parser.add_argument("--images", type=int, default=640)
+    parser.add_argument("--cam-refine", choices=("none", "par"), default=None,
+                        help="override the checkpoint's model.cam_refine")  # fmt: skip
     args = parser.parse_args(argv)
     if args.images < 1:
         raise ValueError(f"--images must be >= 1, got {args.images}")
     net, state = T.load_eval_net(args.checkpoint)
     cfg = state["config"]
+    if args.cam_refine is not None:
+        cfg["model"] = with_cam_refine(cfg["model"], args.cam_refine)
     data = build_data(cfg)
     if data.name != "mfseg":
         raise ValueError("threshold_check.py compares CAMs of one size: MF-Seg checkpoints only")
@@ -46,7 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
     cam, labels, masks = torch.cat(cams), torch.cat(labels), torch.cat(masks)
     nu = cam.amax(1)
     print(
-        f"step {state['step']}: {n} images, nu == 0 for {100 * (nu == 0).float().mean():.1f}%,"
+        f"step {state['step']}: {n} images, cam_refine {cfg['model'].get('cam_refine')},"
+        f" nu == 0 for {100 * (nu == 0).float().mean():.1f}%,"
         f" <= 0.05 for {100 * (nu <= 0.05).float().mean():.1f}%"
     )
     print("histogram of nu (10 bins on [0, 1]):", torch.histc(nu, 10, 0, 1).int().tolist())
@@ -62,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
         miou = T.miou_meter(data.num_classes + 1, cfg)
         miou.update(cam_to_cpl(cam, labels, th), masks)
         result["fixed"][th] = miou.compute().miou
-        print(f"fixed threshold {th:.1f}: CPL mIoU {100 * result['fixed'][th]:.1f}%")
+        print(f"fixed threshold {th:.2f}: CPL mIoU {100 * result['fixed'][th]:.1f}%")
     return result
 
 

@@ -72,3 +72,23 @@ def test_threshold_check_at_the_runs_xi_is_the_trainers_cpl_miou(run_dir, monkey
         assert 0.0 <= low <= r["policies"][policy]["xi"] <= high <= 1.0
     with pytest.raises(ValueError, match="--images"):
         _script("threshold_check").main([str(run_dir / "checkpoint.pt"), "--images", "0"])
+
+
+def test_threshold_check_cam_refine_overrides_the_checkpoints_setting(run_dir, monkeypatch):
+    monkeypatch.setenv("WSSS_BLOCKS_CACHE", str(run_dir / "cache"))
+    check = _script("threshold_check")
+    ckpt = str(run_dir / "checkpoint.pt")
+    as_run = check.main([ckpt, "--images", "8"])  # default.yaml refines by PAR
+    assert check.main([ckpt, "--images", "8", "--cam-refine", "par"])["fixed"] == as_run["fixed"]
+    plain = check.main([ckpt, "--images", "8", "--cam-refine", "none"])
+    assert plain["fixed"] != as_run["fixed"]
+
+
+def test_with_cam_refine_fills_par_settings_a_checkpoint_lacks():
+    check = _script("threshold_check")
+    before_par = {"backbone": "x", "cam_refine": None}  # a run from before the PAR keys
+    got = check.with_cam_refine(before_par, "par")
+    assert got["cam_refine"] == "par" and got["backbone"] == "x"
+    assert (got["par_scale"], got["par_iterations"]) == (0.5, 10)
+    own = check.with_cam_refine({"cam_refine": "par", "par_scale": 0.25}, "none")
+    assert own["cam_refine"] is None and own["par_scale"] == 0.25  # the run's own setting wins
