@@ -19,13 +19,12 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
 if not __package__:  # run as a file: the repository root makes `examples` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from examples.cosa import train as T  # noqa: E402
 from wsss_blocks import GMMThresholdSearcher, cam_to_cpl  # noqa: E402
-from wsss_blocks.training import build_data, eval_batches  # noqa: E402
+from wsss_blocks.training import build_data, eval_batches, load_config  # noqa: E402
 
 FIXED_THRESHOLDS = (0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7)
 
@@ -33,7 +32,7 @@ FIXED_THRESHOLDS = (0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7)
 def with_cam_refine(model_cfg: dict, refine: str) -> dict:
     """``model_cfg`` with ``cam_refine`` set to ``refine`` ("none" or "par"); PAR settings
     the checkpoint lacks (runs before PAR) come from ``default.yaml``."""
-    defaults = yaml.safe_load(T.DEFAULT_CONFIG.read_text())["model"]
+    defaults = load_config(T.DEFAULT_CONFIG)["model"]
     par_keys = {k: v for k, v in defaults.items() if k.startswith("par_")}
     return {**par_keys, **model_cfg, "cam_refine": None if refine == "none" else refine}
 
