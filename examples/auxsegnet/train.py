@@ -292,7 +292,8 @@ def lr_factor(step: int, total: int, t: dict) -> float:
 
 
 def amp(cfg: dict, x: torch.Tensor):
-    """The run's autocast (``train.amp``) on the device of ``x``."""
+    """The run's autocast (``train.amp``) on the device of ``x``, for a back-propagated
+    pass or not as ``torch.is_grad_enabled()`` says (``auto`` differs on the CPU)."""
     return autocast(x.device, cfg["train"]["amp"])
 
 

@@ -1,7 +1,7 @@
 """Compare the threshold policies and fixed thresholds on a checkpoint's max-CAM values.
 
     python examples/cosa/threshold_check.py runs/cosa_default/checkpoint.pt [--images 640]
-        [--cam-refine none|par]
+        [--cam-refine none|par] [--set model.KEY=VALUE ...]
 
 Prints the distribution of ν = max_c M' (the AN's normalised CAM over present classes,
 at image resolution, multi-scale where the config says so) on the first train images,
@@ -9,7 +9,9 @@ the ξ each GMMThresholdSearcher policy picks from them, and the CPL mIoU of fix
 thresholds, so the policy choice can be checked on your own data. ``--cam-refine``
 overrides the checkpoint's ``model.cam_refine``: ``par`` refines the CAM by PAR (with the
 checkpoint's ``par_*`` settings, else those of ``default.yaml``), ``none`` does not, so one
-checkpoint shows what PAR does to its CPLs.
+checkpoint shows what PAR does to its CPLs. ``--set`` overrides other CAM settings of the
+checkpoint's config (``model.cam_scales``, ``model.cam_flip``, ``model.par_*``), so the
+cost cuts of the AN's pass can be measured on one trained network.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ if not __package__:  # run as a file: the repository root makes `examples` impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from examples.cosa import train as T  # noqa: E402
 from wsss_blocks import GMMThresholdSearcher, cam_to_cpl  # noqa: E402
-from wsss_blocks.training import build_data, eval_batches, load_config  # noqa: E402
+from wsss_blocks.training import build_data, eval_batches, load_config, merge, parse_overrides  # noqa: E402
 
 FIXED_THRESHOLDS = (0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7)
 
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--images", type=int, default=640)
     parser.add_argument("--cam-refine", choices=("none", "par"), default=None,
                         help="override the checkpoint's model.cam_refine")  # fmt: skip
+    parser.add_argument("--set", action="append", default=[], metavar="model.KEY=VALUE",
+                        help="override a model.* CAM setting (repeatable)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.images < 1:
         raise ValueError(f"--images must be >= 1, got {args.images}")
@@ -50,6 +54,9 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = state["config"]
     if args.cam_refine is not None:
         cfg["model"] = with_cam_refine(cfg["model"], args.cam_refine)
+    if any(not item.startswith("model.") for item in args.set):
+        raise ValueError(f"--set takes model.KEY=VALUE items only, got {args.set}")
+    cfg = merge(cfg, parse_overrides(args.set))
     data = build_data(cfg)
     if data.name != "mfseg":
         raise ValueError("threshold_check.py compares CAMs of one size: MF-Seg checkpoints only")
@@ -63,6 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
     nu = cam.amax(1)
     print(
         f"step {state['step']}: {n} images, cam_refine {cfg['model'].get('cam_refine')},"
+        f" cam_scales {cfg['model'].get('cam_scales', [1.0])},"
+        f" cam_flip {cfg['model'].get('cam_flip', False)},"
         f" nu == 0 for {100 * (nu == 0).float().mean():.1f}%,"
         f" <= 0.05 for {100 * (nu <= 0.05).float().mean():.1f}%"
     )

@@ -165,7 +165,8 @@ def load_eval_net(checkpoint: str | Path) -> tuple[CoSANet, dict]:
 
 
 def amp(cfg: dict, x: torch.Tensor):
-    """The run's autocast (``train.amp``) on the device of ``x``."""
+    """The run's autocast (``train.amp``) on the device of ``x``, for a back-propagated
+    pass or not as ``torch.is_grad_enabled()`` says (``auto`` differs on the CPU)."""
     return autocast(x.device, cfg["train"]["amp"])
 
 
@@ -243,8 +244,9 @@ def an_pass(net, images, labels, cfg, early: bool = False):
 
     With ``model.cam_scales``/``cam_flip`` the CAMs come from one multi-scale + flip pass
     (official release; M† there keeps only its last scale, a bug we do not copy) and S'
-    from that pass's unflipped images at scale 1.0, so no forward runs twice. With
-    ``model.cam_refine: par`` the normalised CAMs are refined by PAR (:func:`refine_cam`)."""
+    from that pass's unflipped images at scale 1.0 (the decoder runs on those alone), so
+    no forward runs twice. With ``model.cam_refine: par`` the normalised CAMs are refined
+    by PAR (:func:`refine_cam`)."""
     size = images.shape[-2:]
     # A config without these keys (a checkpoint's) means one scale, no flip.
     scales = tuple(cfg["model"].get("cam_scales", [1.0]))
@@ -257,12 +259,12 @@ def an_pass(net, images, labels, cfg, early: bool = False):
             cam = an_cam(out.cam, labels, size)
             cam_d = refine_cam(images, cam_d, labels, cfg)
             return refine_cam(images, cam, labels, cfg), cam_d, out.seg
-        seg = []
+        seg, cosa_net = [], getattr(net, "module", net)  # (an EMATeacher holds the net)
 
         def cams(x):  # M and M† side by side (M† brought to M's grid: equal grids here)
-            o = net(x)
-            if x.shape[-2:] == size and not seg:
-                seg.append(o.seg[: len(images)])
+            o = cosa_net.forward_cam(x)  # the decoder only where S' is needed:
+            if x.shape[-2:] == size and not seg:  # the unflipped images at scale 1.0
+                seg.append(cosa_net.decoder(o.features[: len(images)]))
             if not early:
                 return o.cam
             return torch.cat([o.cam, upsample(o.early_cam, o.cam.shape[-2:])], 1)
@@ -703,7 +705,8 @@ def _train(cfg: dict, resume: bool, stop_at: int | None, signals: StopSignals,
     t = cfg["train"]
     b, w = t["batch_size"], dist.world_size
     say(f"data: {data.train!r}\n      {data.val!r} ({time.time() - t0:.1f} s)\n"
-        f"device: {device}, amp: {resolve_amp(t['amp'], device)}, "
+        f"device: {device}, amp: {resolve_amp(t['amp'], device, grad=True)} trained"
+        f" / {resolve_amp(t['amp'], device)} no-grad passes, "
         f"batch: {b} per process x {w} process(es) = {b * w} per step")  # fmt: skip
     model = build_model(cfg, data.num_classes).to(device)
     use_teacher = cfg["method"] == "cosa" and t["use_teacher"]

@@ -85,6 +85,27 @@ def test_cosanet_is_normalising_cam_extractor_plus_decoder(cnn_net):
     cnn_net.train()
 
 
+def test_forward_cam_is_forward_without_the_decoder(cnn_net):
+    images = torch.rand(2, 3, 32, 32)
+    net = cnn_net.eval()
+    out = net(images)
+
+    def decoder_called(module, args):
+        raise AssertionError("forward_cam ran the decoder")
+
+    hook = net.decoder.register_forward_pre_hook(decoder_called)
+    try:
+        cams = net.forward_cam(images)
+    finally:
+        hook.remove()
+    for name in ("cam", "logits", "early_cam", "early_logits"):
+        torch.testing.assert_close(getattr(cams, name), getattr(out, name))
+    torch.testing.assert_close(net.decoder(cams.features), out.seg)
+    with pytest.raises(ValueError, match="images"):
+        net.forward_cam(torch.rand(2, 4, 32, 32))
+    net.train()
+
+
 def test_cosanet_without_early_layer_and_with_vit():
     net = CoSANet(
         2,

@@ -1,4 +1,5 @@
-"""``train.amp: auto`` picks bf16 only where the hardware computes in it."""
+"""``train.amp: auto`` picks bf16 only where the hardware computes in it, and on the CPU
+only for passes without gradient."""
 
 from __future__ import annotations
 
@@ -15,9 +16,29 @@ from wsss_blocks.training import runtime as runtime_module
 def test_auto_on_the_cpu_follows_the_cpu(monkeypatch, native, expected):
     monkeypatch.setattr(runtime_module, "cpu_has_native_bf16", lambda: native)
     assert resolve_amp("auto", torch.device("cpu")) == expected
-    with autocast(torch.device("cpu"), "auto"):
+    with torch.no_grad(), autocast(torch.device("cpu"), "auto"):
         y = torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3))
     assert y.dtype == (torch.bfloat16 if native else torch.float32)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_trains_in_fp32_on_the_cpu(monkeypatch, native):
+    # a back-propagated pass: fp32 (oneDNN's bf16 depthwise backward is the slow one)
+    monkeypatch.setattr(runtime_module, "cpu_has_native_bf16", lambda: native)
+    assert resolve_amp("auto", torch.device("cpu"), grad=True) == "fp32"
+    w = torch.ones(4, 3, requires_grad=True)
+    with autocast(torch.device("cpu"), "auto"):  # grad is on: read at the call
+        y = torch.nn.functional.linear(torch.ones(2, 3), w)
+    assert y.dtype == torch.float32
+    with autocast(torch.device("cpu"), "auto", grad=False):  # told: an inference pass
+        y = torch.nn.functional.linear(torch.ones(2, 3), w)
+    assert y.dtype == (torch.bfloat16 if native else torch.float32)
+
+
+def test_explicit_bf16_applies_to_trained_passes_too():
+    with autocast(torch.device("cpu"), "bf16"):
+        y = torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3, requires_grad=True))
+    assert y.dtype == torch.bfloat16
 
 
 def test_auto_on_the_meta_device_is_fp32(monkeypatch):

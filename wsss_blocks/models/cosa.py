@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from .._checks import check_image_batch, inputs_checked
-from ..cam import CAMExtractor
+from ..cam import CAMExtractor, CAMOutput
 from .base import CAMBackboneNet
 
 
@@ -141,8 +141,23 @@ class CoSANet(CAMBackboneNet):
 
     def forward(self, images: torch.Tensor) -> CoSAOutput:
         """images: (B, 3, H, W) float in [0, 1]. Returns :class:`CoSAOutput`."""
-        check_image_batch("images", images)
-        with inputs_checked():  # the sub-modules' inputs derive from checked images
-            out = self.cam_extractor(self.normalize(images))
+        out = self.forward_cam(images)
+        with inputs_checked():  # the features derive from checked images
             seg = self.decoder(out.features)
         return CoSAOutput(out.cam, out.logits, out.early_cam, out.early_logits, seg)
+
+    def forward_cam(self, images: torch.Tensor) -> CAMOutput:
+        """The CAM branch alone, without the decoder: for passes that need only the CAMs
+        (the AN's multi-scale CPL pass; the decoder costs ~15% of a forward there).
+
+        Args:
+            images: (B, 3, H, W) float in [0, 1].
+        Returns:
+            :class:`wsss_blocks.CAMOutput` (cam, logits, early_cam, early_logits,
+            features); ``self.decoder(out.features)`` gives the segmentation logits S.
+        Raises:
+            ValueError: if ``images`` is not a (B, 3, H, W) float tensor.
+        """
+        check_image_batch("images", images)
+        with inputs_checked():  # the sub-modules' inputs derive from checked images
+            return self.cam_extractor(self.normalize(images))
