@@ -44,6 +44,8 @@ def test_weak_strong_views(benchmark, batch):
 STEP_CASES = {
     "baseline": ("baseline.yaml", []),
     "cosa": ("default.yaml", []),
+    "cosa-bf16-trained": ("default.yaml", ["train.amp=bf16"]),  # bf16 backward too
+    "cosa-scales-1.25": ("default.yaml", ["model.cam_scales=[1.0,1.25]"]),
     "cosa-ema": ("cosa_ema.yaml", []),  # with the EMA teacher, L_cls-dagger, M-dagger
     "cosa+energy": ("default.yaml", ["loss.energy=0.05"]),
     "cosa+spl-3x2": ("default.yaml", ["loss.spl_scales=[1.0,0.5,1.5]", "loss.spl_flip=true"]),

@@ -92,3 +92,18 @@ def test_with_cam_refine_fills_par_settings_a_checkpoint_lacks():
     assert (got["par_scale"], got["par_iterations"]) == (0.5, 10)
     own = check.with_cam_refine({"cam_refine": "par", "par_scale": 0.25}, "none")
     assert own["cam_refine"] is None and own["par_scale"] == 0.25  # the run's own setting wins
+
+
+def test_threshold_check_set_overrides_cam_settings(run_dir, monkeypatch, capsys):
+    monkeypatch.setenv("WSSS_BLOCKS_CACHE", str(run_dir / "cache"))
+    check = _script("threshold_check")
+    ckpt = str(run_dir / "checkpoint.pt")
+    as_run = check.main([ckpt, "--images", "8"])  # default.yaml: scales 1.0 and 1.5, flips
+    same = check.main([ckpt, "--images", "8", "--set", "model.cam_scales=[1.0,1.5]"])
+    assert same["fixed"] == as_run["fixed"]
+    single = check.main([ckpt, "--images", "8", "--set", "model.cam_scales=[1.0]",
+                         "--set", "model.cam_flip=false"])  # fmt: skip
+    assert single["fixed"] != as_run["fixed"]
+    assert "cam_scales [1.0], cam_flip False" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="model.KEY=VALUE"):
+        check.main([ckpt, "--images", "8", "--set", "train.lr=0.1"])
