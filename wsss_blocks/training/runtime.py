@@ -47,10 +47,10 @@ def resolve_amp(amp: str, device: torch.device, grad: bool = False) -> str:
     - on CUDA, bf16 where the GPU supports it, else fp16;
     - on a CPU with :func:`cpu_has_native_bf16`, bf16 for passes without gradient and fp32
       for back-propagated ones: there oneDNN's bf16 backward of dilated depthwise
-      convolutions is ~1.7x slower than fp32's while the bf16 forward is ~1.5x faster (an
-      EfficientNet-Lite0 at output stride 8, batch 16, 96 px; a CoSA step 0.68 s in bf16,
-      0.39 s in fp32 during the warm-up, ~1.0 s instead of 1.27 s after it; docs/results.md,
-      "Mixed precision on the CPU");
+      convolutions is ~1.7x slower than fp32's while the bf16 forward is ~2x faster (an
+      EfficientNet-Lite0 at output stride 8, batch 16, 96 px: a CoSA step after the
+      warm-up 1.12x faster than in bf16 throughout, a warm-up step ~1.4x;
+      docs/results.md, "Mixed precision on the CPU");
     - fp32 on other CPUs and on devices without autocast (meta).
 
     Raises:
