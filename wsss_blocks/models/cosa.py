@@ -157,6 +157,9 @@ class CoSANet(CAMBackboneNet):
             features); ``self.decoder(out.features)`` gives the segmentation logits S.
         Raises:
             ValueError: if ``images`` is not a (B, 3, H, W) float tensor.
+
+        Reference:
+            Yang et al., CoSA, ECCV 2024, Fig. 2 (the CAM branch of the AN and ON).
         """
         check_image_batch("images", images)
         with inputs_checked():  # the sub-modules' inputs derive from checked images

@@ -104,6 +104,9 @@ def autocast(device: torch.device, amp: str, grad: bool | None = None):
     inference pass).
 
     fp16 on CUDA needs the GradScaler :class:`~wsss_blocks.training.Stepper` makes.
+
+    Raises:
+        ValueError: as :func:`check_amp`.
     """
     grad = torch.is_grad_enabled() if grad is None else grad
     amp = resolve_amp(amp, device, grad)
