@@ -102,6 +102,17 @@ def test_paper_config_has_every_term_of_eq_11_at_the_paper_weights():
     assert loss["raw"]
 
 
+@pytest.mark.parametrize("config", ["cosa_ema.yaml", "paper.yaml", "no_ema.yaml",
+                                    "release_thresholds.yaml", "voc_vit_b16.yaml",
+                                    "coco_vit_b16.yaml"])  # fmt: skip
+def test_the_cosa_configs_keep_raw_which_the_mfseg_default_switches_off(config):
+    """RAW (Eq. 5) is part of CoSA; only the MF-Seg default drops it (measured there), so a
+    config built on the default must switch it back on."""
+    trainer = _trainer()
+    assert trainer.load_config(CONFIGS / config)["loss"]["raw"] is True
+    assert trainer.load_config(CONFIGS / "default.yaml")["loss"]["raw"] is False
+
+
 def test_resume_continues_bit_for_bit(tiny, tmp_path):
     trainer = _trainer()  # paper.yaml: every loss term, the CSC kernel included, is resumed
     args = ["--config", str(CONFIGS / "paper.yaml"), *sum([["--set", s] for s in tiny()], [])]
