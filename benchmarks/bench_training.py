@@ -49,6 +49,7 @@ STEP_CASES = {
     "cosa-ema": ("cosa_ema.yaml", []),  # with the EMA teacher, L_cls-dagger, M-dagger
     "cosa+energy": ("default.yaml", ["loss.energy=0.05"]),
     "cosa+spl-3x2": ("default.yaml", ["loss.spl_scales=[1.0,0.5,1.5]", "loss.spl_flip=true"]),
+    "cosa-scale-1-flip": ("default.yaml", ["model.cam_scales=[1.0]"]),  # a cut of the AN pass
     "cosa-single-scale": ("default.yaml", ["model.cam_scales=[1.0]", "model.cam_flip=false"]),
     "cosa-os16-b32": (
         "default.yaml",
