@@ -234,6 +234,19 @@ def test_batched_blur_matches_torchvision_per_image():
         gaussian_blur_batch(x, torch.ones(2))
 
 
+@pytest.mark.parametrize("shape", [(3, 3, 10, 12), (2, 1, 5, 3), (2, 3, 2, 9), (0, 3, 8, 8)])
+def test_sharpness_degenerate_equals_torchvision_bit_for_bit(shape):
+    # The batched strong view's own sharpness blur (its kernel reaches CUDA without a
+    # host wait) must stay torchvision's adjust_sharpness at factor 0.
+    from torchvision.transforms.v2 import functional as TF
+
+    from wsss_blocks.data.views import _sharpness_degenerate
+
+    x = torch.rand(*shape, generator=_gen(3))
+    x[..., 0, 0] = 1.0  # a saturated pixel: the clamp at 1 is part of the rule
+    assert torch.equal(_sharpness_degenerate(x), TF.adjust_sharpness(x, 0.0))
+
+
 @pytest.mark.parametrize("magnitude_map", ["torchvision", "cosa-release"])
 def test_batched_randaug_matches_per_image_ops(magnitude_map):
     from wsss_blocks.data import randaug_batch

@@ -152,6 +152,15 @@ def apply_randaug_op(
     raise ValueError(f"op must be one of {RANDAUG_OPS}, got {op!r}")
 
 
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A tensor drawn on the host → ``device`` without making the host wait: to CUDA
+    through pinned memory with a non-blocking copy (a copy from pageable memory waits for
+    the stream; ``tests/cuda`` runs a step under ``set_sync_debug_mode("error")``)."""
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def gaussian_blur_batch(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
     """Gaussian blur with a different σ per image, in one grouped convolution.
 
@@ -188,7 +197,7 @@ def gaussian_blur_batch(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Ten
     # The kernel radius is a size, so σ_max is read; σ on the CPU (as the views draw
     # them) keeps that read off the GPU stream.
     r = min(math.ceil(2.5 * float(sigmas.max())), h - 1, w - 1)
-    sigmas = sigmas.to(images.device)
+    sigmas = _to_device(sigmas, images.device)
     t = torch.arange(-r, r + 1, dtype=images.dtype, device=images.device)
     k = torch.exp(-0.5 * (t[None, :] / sigmas[:, None].to(images.dtype)) ** 2)
     k = (k / k.sum(1, keepdim=True)).repeat_interleave(d, dim=0)  # (B·D, 2r+1)
@@ -206,6 +215,23 @@ _BLEND_OPS = {
     "brightness": TF.adjust_brightness,
     "sharpness": TF.adjust_sharpness,
 }
+
+
+def _sharpness_degenerate(images: torch.Tensor) -> torch.Tensor:
+    """``TF.adjust_sharpness(images, 0.0)`` for float images (B, C, H, W) in [0, 1], bit
+    for bit: the interior smoothed by torchvision's 3×3 kernel (1s around a 5, over 13),
+    the one-pixel border kept. Its kernel reaches the images' device without a host wait;
+    torchvision builds it there from a list, a synchronising copy on CUDA."""
+    c, h, w = images.shape[-3:]
+    if images.numel() == 0 or h <= 2 or w <= 2:
+        return images
+    a, b = 1.0 / 13.0, 5.0 / 13.0
+    kernel = torch.tensor([[a, a, a], [a, b, a], [a, a, a]], dtype=images.dtype)
+    kernel = _to_device(kernel, images.device).expand(c, 1, 3, 3)
+    out = images.clone()
+    inner = out[..., 1:-1, 1:-1]
+    inner.add_(F.conv2d(images, kernel, groups=c).sub_(inner))  # torchvision's blend at 0
+    return out.clamp_(0.0, 1.0)
 
 
 def randaug_batch(
@@ -261,30 +287,36 @@ def randaug_batch(
         # stay where they are given (on the CPU, as the views draw them, nothing here
         # waits for a GPU) and only their per-image strengths go to the images' device.
         rows = [i for i, o in enumerate(ops) if o == op]
-        idx = torch.tensor(rows, device=dev)
+        idx = _to_device(torch.tensor(rows), dev)
         sel = torch.tensor(rows, device=magnitudes.device)
         sub, m = images[idx], magnitudes[sel]
-        fi = (m.to(dtype) / 10.0).to(dev).view(-1, 1, 1, 1)
+        fi = _to_device(m.to(dtype) / 10.0, dev).view(-1, 1, 1, 1)
         if op in ("autocontrast", "equalize"):
             out[idx] = apply_randaug_op(sub, op, 1)
         elif op == "solarize":
-            th = _release_strength(op, m).to(dev, dtype).view(-1, 1, 1, 1) if release else 1.0 - fi
+            th = (
+                _to_device(_release_strength(op, m).to(dtype), dev).view(-1, 1, 1, 1)
+                if release
+                else 1.0 - fi
+            )
             out[idx] = torch.where(sub >= th, 1.0 - sub, sub)  # TF.solarize, per image
         elif op == "posterize":  # TF.posterize takes one bit count per call: group by it
             bits = _release_strength(op, m) if release else 8 - torch.round(4 * m / 10.0)
             bits = bits.long().tolist()  # a read of ``magnitudes``
             for nb in sorted(set(bits)):
-                group = torch.tensor(
-                    [r for r, k in zip(rows, bits, strict=True) if k == nb], device=dev
+                group = _to_device(
+                    torch.tensor([r for r, k in zip(rows, bits, strict=True) if k == nb]), dev
                 )
                 out[group] = TF.posterize(images[group], nb)
         else:
             if release:
-                factor = _release_strength(op, m).to(dev, dtype).view(-1, 1, 1, 1)
+                factor = _to_device(_release_strength(op, m).to(dtype), dev).view(-1, 1, 1, 1)
             else:
-                sign = signs[sel].to(dtype).to(dev).view(-1, 1, 1, 1)
+                sign = _to_device(signs[sel].to(dtype), dev).view(-1, 1, 1, 1)
                 factor = 1.0 + sign * 0.9 * fi
-            degenerate = _BLEND_OPS[op](sub, 0.0)
+            degenerate = (
+                _sharpness_degenerate(sub) if op == "sharpness" else _BLEND_OPS[op](sub, 0.0)
+            )
             out[idx] = (factor * sub + (1.0 - factor) * degenerate).clamp_(0.0, 1.0)
     return out
 
@@ -431,9 +463,9 @@ class WeakStrongViews:
         sigmas = lo + (hi - lo) * self._rand(x.shape[0])
         if not bool(do.any()):
             return x
-        out = x.clone()
-        out[do] = gaussian_blur_batch(x[do], sigmas[do])  # σ stay on the CPU
-        return out
+        idx = do.nonzero()[:, 0]  # on the CPU, where ``do`` is drawn; σ stay there too
+        rows = _to_device(idx, x.device)
+        return x.index_copy(0, rows, gaussian_blur_batch(x.index_select(0, rows), sigmas[idx]))
 
     def _photometric(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
@@ -455,7 +487,7 @@ class WeakStrongViews:
             _check_masks(masks, images)
         b, _, h, w = x.shape
         grid, valid = self._sample_grid(b, h, w)  # drawn on the CPU (generator's device)
-        grid, valid = grid.to(x.device), valid.to(x.device)
+        grid, valid = _to_device(grid, x.device), _to_device(valid, x.device)
         # Border padding then an explicit fill keeps image and mask padding identical.
         xw = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         xw = torch.where(valid[:, None], xw, torch.full_like(xw, self.fill)).clamp_(0.0, 1.0)
