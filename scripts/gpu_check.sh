@@ -9,19 +9,19 @@
 # visible GPU's). The image needs the packages of requirements-dev.txt that the tests import.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+LOG=$(mktemp -d)
 if [ -n "${WSSS_PYTHON:-}" ]; then
   PY=$WSSS_PYTHON
   echo "[gpu-check] building the extension in place for $PY"
   start=$(date +%s)
   FORCE_CUDA=1 CFLAGS=-g0 MAX_JOBS=${MAX_JOBS:-8} "$PY" setup.py -q build_ext --inplace \
-      >/tmp/gpu_check_build.txt 2>&1 || { tail -30 /tmp/gpu_check_build.txt; exit 1; }
+      >"$LOG/build.txt" 2>&1 || { tail -30 "$LOG/build.txt"; exit 1; }
   echo "[gpu-check] built in $(( $(date +%s) - start )) s"
 else
   PY=.venv/bin/python
   bash scripts/install.sh || exit 1
 fi
 $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU visible'" || exit 1
-LOG=$(mktemp -d)
 status=0
 echo "[gpu-check] CUDA tests"
 $PY -m pytest -q -p no:cacheprovider tests/cuda tests/ops >"$LOG/tests.txt" 2>&1 || status=1
